@@ -1,0 +1,39 @@
+# Thin entry points; the logic lives in Python (llm_course/, grader/, tests/).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(abspath $(VENV))/bin
+# nbgrader shells out to alembic and jupyter: the venv's bin/ must be on PATH.
+export PATH := $(BIN):$(PATH)
+
+.PHONY: setup book test lab labs bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+book: setup node_modules/.installed
+	$(BIN)/python -m llm_course.book build
+
+test: setup node_modules/.installed
+	$(BIN)/python -m pytest
+
+lab: setup
+	$(BIN)/jupyter lab labs/
+
+labs: setup
+	$(BIN)/python -m grader release
+
+bench: setup
+	$(BIN)/python bench/attention.py
+
+clean:
+	rm -rf _build .jupyter_cache

@@ -1,0 +1,55 @@
+"""Pick the device to run on, and make runs repeatable.
+
+The course runs everywhere: a laptop CPU, Apple silicon, a Colab or cluster GPU. One
+function decides where tensors live so that no lab hard-codes ``"cuda"``.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import torch
+
+DEVICE_ENV_VAR = "LLM_COURSE_DEVICE"
+
+
+def get_device(prefer: str | None = None) -> torch.device:
+    """The device to use: ``prefer``, else ``$LLM_COURSE_DEVICE``, else CUDA → MPS → CPU.
+
+    >>> get_device("cpu")
+    device(type='cpu')
+    """
+    choice = prefer or os.environ.get(DEVICE_ENV_VAR) or ""
+    if choice:
+        try:
+            device = torch.device(choice)
+        except RuntimeError as err:
+            raise ValueError(
+                f"device {choice!r} (from {'prefer' if prefer else DEVICE_ENV_VAR}) is not a "
+                "torch device; expected e.g. 'cpu', 'cuda', 'cuda:1' or 'mps'"
+            ) from err
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {choice!r} was requested but CUDA is not available")
+        if device.type == "mps" and not torch.backends.mps.is_available():
+            raise ValueError(f"device {choice!r} was requested but Apple MPS is not available")
+        return device
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def seed_everything(seed: int = 0) -> torch.Generator:
+    """Seed Python, NumPy and PyTorch (all devices); return a CPU generator with that seed.
+
+    Seeding is what makes a lab's figures and a check's cases identical on every run.
+    """
+    if not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+    return torch.Generator().manual_seed(seed)
