@@ -22,7 +22,20 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
-def _check_qkv(q: Tensor, k: Tensor, v: Tensor) -> None:
+def _describe(x: object) -> str:
+    """How an argument looks, for error messages: a tensor's shape and dtype, else its type."""
+    if isinstance(x, Tensor):
+        return f"a {x.dtype} tensor of shape {tuple(x.shape)}"
+    return f"{type(x).__name__} {x!r}"[:80]
+
+
+def _check_positive_int(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {_describe(value)}")
+
+
+def validate_attention_inputs(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> None:
+    """Raise a clear error if q, k, v (and mask) cannot go into attention together."""
     for name, t in (("q", q), ("k", k), ("v", v)):
         if not isinstance(t, Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
@@ -37,18 +50,22 @@ def _check_qkv(q: Tensor, k: Tensor, v: Tensor) -> None:
             f"k and v must have the same number of positions T_k, "
             f"got k {tuple(k.shape)} and v {tuple(v.shape)}"
         )
-
-
-def _check_mask(mask: Tensor, scores_shape: torch.Size) -> None:
+    try:
+        scores_shape = (*torch.broadcast_shapes(q.shape[:-2], k.shape[:-2]), q.shape[-2], k.shape[-2])
+    except RuntimeError:
+        raise ValueError(
+            f"the leading (batch/head) dims of q {tuple(q.shape)} and k {tuple(k.shape)} do not broadcast"
+        ) from None
+    if mask is None:
+        return
     if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
-        kind = mask.dtype if isinstance(mask, Tensor) else type(mask).__name__
-        raise TypeError(f"mask must be a bool tensor (True = may attend), got {kind}")
+        raise TypeError(f"mask must be a bool tensor (True = may attend), got {_describe(mask)}")
     try:
         torch.broadcast_shapes(mask.shape, scores_shape)
     except RuntimeError:
         raise ValueError(
             f"mask of shape {tuple(mask.shape)} does not broadcast to the attention scores' "
-            f"shape (..., T_q, T_k) = {tuple(scores_shape)}"
+            f"shape (..., T_q, T_k) = {scores_shape}"
         ) from None
 
 
@@ -69,13 +86,12 @@ def scaled_dot_product_attention(
     scores are filled with the most negative float, not -inf); such rows only occur for
     padding queries, whose outputs are ignored downstream.
     """
-    _check_qkv(q, k, v)
+    validate_attention_inputs(q, k, v, mask)
     d_k = q.shape[-1]
     # Dot products of random d_k-dim vectors have variance d_k; dividing by √d_k keeps
-    # the scores O(1) so the softmax does not saturate into a one-hot (chapter 06, fig. 2).
+    # the scores O(1) so the softmax does not saturate into a one-hot.
     scores = q @ k.transpose(-2, -1) / math.sqrt(d_k)
     if mask is not None:
-        _check_mask(mask, scores.shape)
         scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
     weights = scores.softmax(dim=-1)  # over keys: each query distributes one unit of attention
     return weights @ v, weights
@@ -89,8 +105,7 @@ def causal_mask(T: int, device: torch.device | str | None = None) -> Tensor:
             [1, 1, 0],
             [1, 1, 1]], dtype=torch.int32)
     """
-    if isinstance(T, bool) or not isinstance(T, int) or T < 1:
-        raise ValueError(f"T must be a positive int (the sequence length), got {T!r}")
+    _check_positive_int("T", T)
     return torch.ones(T, T, dtype=torch.bool, device=device).tril()
 
 
@@ -101,10 +116,8 @@ def padding_mask(lengths: Tensor, T: int) -> Tensor:
     causal mask by ``&`` and feeds straight into attention over (batch, heads, T, T) scores.
     """
     if not isinstance(lengths, Tensor) or lengths.dim() != 1 or lengths.is_floating_point():
-        shape = tuple(lengths.shape) if isinstance(lengths, Tensor) else type(lengths).__name__
-        raise ValueError(f"lengths must be a 1-D integer tensor (one length per sequence), got {shape}")
-    if isinstance(T, bool) or not isinstance(T, int) or T < 1:
-        raise ValueError(f"T must be a positive int (the padded sequence length), got {T!r}")
+        raise ValueError(f"lengths must be a 1-D integer tensor (one length per sequence), got {_describe(lengths)}")
+    _check_positive_int("T", T)
     if lengths.numel() and (lengths.min() < 0 or lengths.max() > T):
         raise ValueError(f"lengths must lie in [0, T={T}], got {lengths.tolist()}")
     positions = torch.arange(T, device=lengths.device)
@@ -138,14 +151,16 @@ class MultiHeadAttention(nn.Module):
 
     Self-attention: ``mha(x)``. Cross-attention (a decoder reading an encoder):
     ``mha(x, context=encoder_states)``.
+
+    Attributes: ``d_model``, ``num_heads``, ``dropout`` (the arguments), and the four
+    projections ``q_proj``, ``k_proj``, ``v_proj``, ``out_proj``, each
+    ``nn.Linear(d_model, d_model, bias=bias)``.
     """
 
     def __init__(self, d_model: int, num_heads: int, *, bias: bool = True, dropout: float = 0.0):
         super().__init__()
-        if isinstance(d_model, bool) or not isinstance(d_model, int) or d_model < 1:
-            raise ValueError(f"d_model must be a positive int, got {d_model!r}")
-        if isinstance(num_heads, bool) or not isinstance(num_heads, int) or num_heads < 1:
-            raise ValueError(f"num_heads must be a positive int, got {num_heads!r}")
+        _check_positive_int("d_model", d_model)
+        _check_positive_int("num_heads", num_heads)
         if d_model % num_heads:
             raise ValueError(
                 f"d_model={d_model} must be divisible by num_heads={num_heads} "
@@ -199,9 +214,8 @@ class MultiHeadAttention(nn.Module):
         returns the weights; otherwise PyTorch's fused kernel, which computes the same
         output without keeping the T_q×T_k weights (faster, far less memory).
         """
+        validate_attention_inputs(q, k, v, mask)
         T_q, T_k = q.shape[-2], k.shape[-2]
-        if mask is not None:
-            _check_mask(mask, torch.Size((q.shape[0], self.num_heads, T_q, T_k)))
         p_drop = self.dropout if self.training else 0.0
         if not need_weights and mask is None:
             # is_causal lets the fused kernel skip the masked half instead of computing it
@@ -219,7 +233,6 @@ class MultiHeadAttention(nn.Module):
     def _check_inputs(self, x: Tensor, context: Tensor) -> None:
         for name, t in (("x", x), ("context", context)):
             if not isinstance(t, Tensor) or t.dim() != 3 or t.shape[-1] != self.d_model:
-                shape = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
-                raise ValueError(f"{name} must have shape (batch, T, d_model={self.d_model}), got {shape}")
+                raise ValueError(f"{name} must have shape (batch, T, d_model={self.d_model}), got {_describe(t)}")
         if context.shape[0] != x.shape[0]:
             raise ValueError(f"x and context batch sizes differ: {x.shape[0]} vs {context.shape[0]}")

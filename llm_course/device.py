@@ -53,3 +53,15 @@ def seed_everything(seed: int = 0) -> torch.Generator:
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)  # also seeds every CUDA device
     return torch.Generator().manual_seed(seed)
+
+
+QUICK_ENV_VAR = "LLM_COURSE_QUICK"
+
+
+def quick_mode() -> bool:
+    """True when ``$LLM_COURSE_QUICK=1``: labs and pages shrink data and steps.
+
+    The tests execute every notebook in this mode so the whole suite fits its time
+    budget; a reader or learner runs the full size.
+    """
+    return os.environ.get(QUICK_ENV_VAR, "") == "1"

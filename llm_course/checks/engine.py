@@ -1,0 +1,218 @@
+"""The feedback engine every lab uses: run a learner's function on cases, explain failures.
+
+A *piece* is one graded thing a lab asks for ("06.sdpa"). Its cases live in a module of
+this package, registered with ``@piece``. ``check(piece_id, candidate)`` runs them and
+returns a ``Report`` that prints as a small table (HTML in a notebook): case, passed, and
+for a failure the reason in the learner's terms ("shape (2, 4, 5), expected (2, 4, 8)",
+"rows of the weights do not sum to 1", "off by a factor ≈ √d_k"). Reasons describe what
+is wrong, never the expected numbers: the check must not hand out the answer.
+
+Visible checks use ``seed=0``; the hidden tests in an instructor's notebook call the same
+pieces with other seeds and ``extended=True`` (more sizes and edge cases).
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+import torch
+from torch import Tensor
+
+Reason = str | None  # None = the case passed
+
+
+@dataclass(frozen=True)
+class Case:
+    """One check: ``run(candidate)`` returns None when it passes, else the reason why not."""
+
+    name: str
+    run: Callable[[Any], Reason]
+
+
+@dataclass(frozen=True)
+class Piece:
+    id: str
+    title: str
+    make_cases: Callable[[torch.Generator, bool], list[Case]]  # (generator, extended) -> cases
+
+
+@dataclass
+class CaseResult:
+    name: str
+    passed: bool
+    reason: str = ""
+
+
+@dataclass
+class Report:
+    """What ``check`` returns: one row per case. Truthy when every case passed."""
+
+    piece: str
+    title: str
+    results: list[CaseResult] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.results) and all(r.passed for r in self.results)
+
+    @property
+    def n_passed(self) -> int:
+        return sum(r.passed for r in self.results)
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def summary(self) -> str:
+        head = f"{self.piece} {self.title}: {self.n_passed}/{len(self.results)} cases passed"
+        fails = [f"  ✗ {r.name}: {r.reason}" for r in self.results if not r.passed]
+        return "\n".join([head, *fails])
+
+    def assert_passed(self) -> None:
+        """Raise AssertionError listing the failed cases (what the autograder cells call)."""
+        if not self.passed:
+            raise AssertionError(self.summary())
+
+    def __str__(self) -> str:
+        lines = [f"{self.piece} — {self.title}"]
+        for r in self.results:
+            lines.append(f"  {'✓' if r.passed else '✗'} {r.name}" + (f": {r.reason}" if r.reason else ""))
+        verdict = "all passed" if self.passed else f"{self.n_passed}/{len(self.results)} passed"
+        return "\n".join([*lines, f"  → {verdict}"])
+
+    __repr__ = __str__
+
+    def _repr_html_(self) -> str:
+        rows = "".join(
+            f"<tr><td>{html.escape(r.name)}</td>"
+            f"<td style='text-align:center'>{'✅' if r.passed else '❌'}</td>"
+            f"<td>{html.escape(r.reason)}</td></tr>"
+            for r in self.results
+        )
+        colour = "#1a7f37" if self.passed else "#cf222e"
+        verdict = "all cases passed" if self.passed else f"{self.n_passed}/{len(self.results)} cases passed"
+        return (
+            f"<div class='llm-course-check'><b>{html.escape(self.piece)}</b> — {html.escape(self.title)}: "
+            f"<span style='color:{colour}'><b>{verdict}</b></span>"
+            "<table><thead><tr><th>case</th><th>passed</th><th>why not</th></tr></thead>"
+            f"<tbody>{rows}</tbody></table></div>"
+        )
+
+
+PIECES: dict[str, Piece] = {}
+
+
+def piece(piece_id: str, title: str):
+    """Register ``make_cases(gen, extended) -> list[Case]`` as the cases of ``piece_id``."""
+
+    def register(make_cases: Callable[[torch.Generator, bool], list[Case]]):
+        if piece_id in PIECES:
+            raise ValueError(f"piece {piece_id!r} is registered twice")
+        PIECES[piece_id] = Piece(piece_id, title, make_cases)
+        return make_cases
+
+    return register
+
+
+def check(piece_id: str, candidate: Any, *, seed: int = 0, extended: bool = False) -> Report:
+    """Run ``candidate`` (the learner's function or class) through the cases of ``piece_id``.
+
+    >>> check("06.causal_mask", causal_mask)      # doctest: +SKIP
+    """
+    _load_case_modules()
+    if piece_id not in PIECES:
+        known = ", ".join(sorted(PIECES))
+        raise ValueError(f"unknown piece_id {piece_id!r}; known pieces: {known}")
+    spec = PIECES[piece_id]
+    gen = torch.Generator().manual_seed(seed)
+    report = Report(piece_id, spec.title)
+    for case in spec.make_cases(gen, extended):
+        report.results.append(_run_case(case, candidate))
+    return report
+
+
+def _run_case(case: Case, candidate: Any) -> CaseResult:
+    try:
+        reason = case.run(candidate)
+    except NotImplementedError:
+        reason = "not implemented yet (the function still raises NotImplementedError)"
+    except Exception as err:  # the learner's exception is feedback, not a crash of the check
+        where = _learner_frame(err)
+        reason = f"raised {type(err).__name__}: {err}" + (f" (at {where})" if where else "")
+    return CaseResult(case.name, reason is None, reason or "")
+
+
+def _learner_frame(err: BaseException) -> str:
+    """The innermost traceback line that is not inside llm_course or torch: where it broke."""
+    frames = [f for f in traceback.extract_tb(err.__traceback__)
+              if "llm_course" not in f.filename and "/torch/" not in f.filename]
+    return f"line {frames[-1].lineno}: {frames[-1].line}" if frames and frames[-1].line else ""
+
+
+def _load_case_modules() -> None:
+    # Imported here, not at the top, so that `from llm_course.checks import check` stays cheap
+    # and a case module can import the engine without a cycle.
+    from llm_course.checks import attention_cases  # noqa: F401
+
+
+# --- comparing a learner's output with the reference -------------------------------------
+
+def compare_tensor(
+    got: Any,
+    expected: Tensor,
+    what: str,
+    *,
+    atol: float = 1e-5,
+    rtol: float = 1e-4,
+    known_mistakes: Iterable[tuple[str, Tensor]] = (),
+) -> Reason:
+    """None if ``got`` matches ``expected``; else a reason phrased for the learner.
+
+    ``known_mistakes`` pairs a hint with the output that mistake would produce; if the
+    learner's output matches one, that hint is the reason (e.g. "scores not divided by √d_k").
+    """
+    if not isinstance(got, Tensor):
+        return f"{what} should be a torch.Tensor, got {type(got).__name__}"
+    if tuple(got.shape) != tuple(expected.shape):
+        return f"{what} has shape {tuple(got.shape)}, expected {tuple(expected.shape)}"
+    if got.dtype != expected.dtype and not (got.is_floating_point() and expected.is_floating_point()):
+        return f"{what} has dtype {got.dtype}, expected {expected.dtype}"
+    got = got.detach().to("cpu")
+    if expected.dtype == torch.bool:
+        if torch.equal(got, expected):
+            return None
+        for hint, wrong in known_mistakes:
+            if torch.equal(got, wrong):
+                return hint
+        return f"{what} is wrong at {int((got != expected).sum())} of {got.numel()} positions"
+    got_f, exp_f = got.double(), expected.detach().double()
+    if torch.isnan(got_f).any() and not torch.isnan(exp_f).any():
+        return f"{what} contains NaN"
+    if torch.allclose(got_f, exp_f, atol=atol, rtol=rtol):
+        return None
+    for hint, wrong in known_mistakes:
+        if tuple(wrong.shape) == tuple(got.shape) and torch.allclose(got_f, wrong.double(), atol=atol, rtol=rtol):
+            return hint
+    factor = _constant_factor(got_f, exp_f)
+    if factor is not None:
+        return f"{what} is off by a constant factor ≈ {factor:.3g}"
+    err = (got_f - exp_f).abs().max().item()
+    return f"{what} differs from the reference by up to {err:.3g}"
+
+
+def _constant_factor(got: Tensor, expected: Tensor) -> float | None:
+    """c if got ≈ c·expected for one constant c (≠ 1), else None."""
+    denom = (expected * expected).sum()
+    if denom == 0:
+        return None
+    c = ((got * expected).sum() / denom).item()
+    if math.isclose(c, 1.0, rel_tol=1e-3) or not torch.allclose(got, c * expected, atol=1e-5, rtol=1e-4):
+        return None
+    return c
+
+
+def randn(gen: torch.Generator, *shape: int) -> Tensor:
+    return torch.randn(*shape, generator=gen)
