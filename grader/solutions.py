@@ -89,3 +89,12 @@ def sync_notebook(path: Path, *, check: bool = False) -> bool:
 def sync_all(root: Path, *, check: bool = False) -> list[Path]:
     """Sync every notebook under ``root/solutions``; return the ones that differ(ed)."""
     return [p for p in sorted((root / "solutions").glob("*/*.ipynb")) if sync_notebook(p, check=check)]
+
+
+def strip_solution(source: str) -> str:
+    """The student version of a solution cell, exactly as nbgrader's release makes it."""
+    from nbgrader.preprocessors import ClearSolutions
+
+    cell = nbformat.v4.new_code_cell(source)
+    ClearSolutions()._replace_solution_region(cell, "python")
+    return cell.source
