@@ -25,7 +25,7 @@ def test_class_marks_only_the_named_methods():
     src = solution_source("llm_course.attention:MultiHeadAttention", ["__init__", "forward"])
     assert src.count("### BEGIN SOLUTION") == 2
     stub = strip_solution(src)
-    assert "def attend(" in stub and "nn.Linear(d_model" not in stub
+    assert "def attend(" in stub and "self.q_proj = nn.Linear" not in stub
     assert stub.count("raise NotImplementedError()") == 2
 
 
