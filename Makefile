@@ -20,8 +20,9 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
+# LLM_COURSE_BOOK=1: figures render as HTML that uses the site's own plotly.js (llm_course.plots).
 book: setup node_modules/.installed
-	$(BIN)/python -m llm_course.book build
+	LLM_COURSE_BOOK=1 $(BIN)/jupyter-book build . -W -n --keep-going
 
 test: setup node_modules/.installed
 	$(BIN)/python -m pytest

@@ -42,8 +42,35 @@ MATHJAX_JS = "mathjax/tex-mml-chtml.js"
 PLOTLY_JS = "plotly/plotly.min.js"
 
 # Markers that the rendered body of a page contains when it needs a library.
-PLOTLY_MARKER = 'class="plotly-graph-div"'
+PLOTLY_MARKER = "plotly-graph-div"
 BERTVIZ_MARKER = "llm-course-bertviz"
+
+WIDGET_STATE_TYPE = "application/vnd.jupyter.widget-state+json"
+
+# ipywidgets typesets labels with the MathJax 2 API (MathJax.Hub.Queue); Sphinx loads
+# MathJax 3, which has no Hub, so every widget would throw in the console. This gives any
+# object assigned to window.MathJax a Hub whose Queue typesets with MathJax 3.
+MATHJAX_HUB_SHIM = """(function () {
+  function typeset(el, tries) {
+    var M = window.MathJax;
+    if (M && M.typesetPromise) { M.typesetPromise([el]).catch(function () {}); }
+    else if (tries > 0) { setTimeout(function () { typeset(el, tries - 1); }, 200); }
+  }
+  function addHub(mj) {
+    if (mj && typeof mj === "object" && !mj.Hub) {
+      mj.Hub = { Queue: function () {
+        for (var i = 0; i < arguments.length; i++) {
+          var a = arguments[i];
+          if (Array.isArray(a) && a[0] === "Typeset" && a[2]) { typeset(a[2], 50); }
+        }
+      } };
+    }
+    return mj;
+  }
+  var current = addHub(window.MathJax);
+  Object.defineProperty(window, "MathJax", { configurable: true, enumerable: true,
+    get: function () { return current; }, set: function (v) { current = addHub(v); } });
+})();"""
 
 _FONT_SUFFIXES = (".woff2", ".woff", ".ttf", ".eot", ".svg")
 
@@ -113,7 +140,38 @@ def copy_assets(app: Sphinx, exception: Exception | None) -> None:
             _copy_if_changed(src, out / dest)
 
 
+def _anchor_patterns(patterns: list[str], root: Path, max_depth: int = 8) -> list[str]:
+    """Execution-exclude patterns that mean what they say, relative to the book root.
+
+    myst-nb tests ``PurePosixPath(absolute_path).match(pattern)``: a relative pattern is
+    matched from the right and ``**`` means one folder, so ``labs/**`` would not exclude
+    ``labs/06-attention/lab.ipynb``. Each relative pattern becomes absolute patterns
+    under ``root``, with ``**`` expanded to 0..max_depth folders.
+    """
+    out: list[str] = []
+    for pattern in patterns:
+        if pattern.startswith("/"):
+            out.append(pattern)
+            continue
+        head, sep, tail = pattern.partition("**")
+        if not sep:
+            out.append(f"{root.as_posix()}/{pattern}")
+            continue
+        tail = tail.lstrip("/") or "*"
+        for depth in range(max_depth + 1):
+            out.append(f"{root.as_posix()}/{head}{'*/' * depth}{tail}")
+    return list(dict.fromkeys(out))
+
+
 def configure(app: Sphinx, config: Any) -> None:
+    # A relative execution cache is relative to the book, not to the caller's directory,
+    # so `make book` and the tests (which build elsewhere) share one cache.
+    cache = config.nb_execution_cache_path
+    if cache and not Path(cache).is_absolute():
+        config.nb_execution_cache_path = str(Path(app.confdir) / cache)
+    config.nb_execution_excludepatterns = _anchor_patterns(
+        config.nb_execution_excludepatterns, Path(app.confdir)
+    )
     config.mathjax_path = _FROM_STATIC + MATHJAX_JS
     # require.js first, then the widget manager (same as myst-nb's default, but local).
     # Third-party widget modules (none are used) would be looked up under /_vendor/npm/
@@ -125,23 +183,67 @@ def configure(app: Sphinx, config: Any) -> None:
     os.environ.setdefault("LLM_COURSE_BOOK", "1")
 
 
+def _dedupe(scripts: list) -> None:
+    """Drop repeated inline/linked scripts (Jupyter Book 1 adds sphinx-thebe's and
+    sphinx-togglebutton's config twice: "Identifier 'THEBE_JS_URL' has already been
+    declared" in the console of every page). Only this page's list is changed."""
+    seen: set = set()
+    unique = []
+    for js in scripts:
+        attrs = getattr(js, "attributes", {}) or {}
+        name = str(getattr(js, "filename", js) or "")
+        key = (name, tuple(sorted((k, str(v)) for k, v in attrs.items())))
+        if key not in seen:
+            seen.add(key)
+            unique.append(js)
+    scripts[:] = unique
+
+
+def _colab_only_for_notebooks(context: dict[str, Any]) -> None:
+    """Colab opens only .ipynb files: drop its launch button on MyST (.md) chapter pages.
+    JupyterHub stays (JupyterLab + jupytext opens .md pages as notebooks)."""
+    if context.get("page_source_suffix") == ".ipynb":
+        return
+    for group in context.get("header_buttons", []):
+        if group.get("label") == "launch-buttons":
+            group["buttons"] = [b for b in group.get("buttons", []) if b.get("text") != "Colab"]
+    context["header_buttons"] = [
+        g for g in context.get("header_buttons", [])
+        if g.get("label") != "launch-buttons" or g.get("buttons")
+    ]
+
+
 def add_page_assets(
     app: Sphinx, pagename: str, templatename: str, context: dict[str, Any], doctree: Any
 ) -> None:
     if app.builder.format != "html":
         return
+    # builder.add_js_file (as sphinx.ext.mathjax does): this page only, not the registry.
+    add_js = app.builder.add_js_file
     vendor_url = context["pathto"](f"{VENDOR_DIR}/", 1)
-    app.add_js_file(
+    add_js(
         None,
         body=f"window.LLM_COURSE_VENDOR = new URL({json.dumps(vendor_url)}, document.baseURI).href;",
         priority=1,
     )
+    scripts = context.get("script_files", [])
+    _dedupe(scripts)
+    has_widgets = any(
+        getattr(js, "attributes", {}).get("type") == WIDGET_STATE_TYPE for js in scripts
+    )
+    if has_widgets:
+        add_js(None, body=MATHJAX_HUB_SHIM, priority=1)
+    _colab_only_for_notebooks(context)
     body = context.get("body", "")
-    if PLOTLY_MARKER in body:
-        app.add_js_file(_FROM_STATIC + PLOTLY_JS, priority=400)
+    # Widget state (e.g. an Output widget holding a figure) is an inline script in <head>.
+    inline = "".join(
+        str(getattr(js, "attributes", {}).get("body", "")) for js in context.get("script_files", [])
+    )
+    if PLOTLY_MARKER in body or PLOTLY_MARKER in inline:
+        add_js(_FROM_STATIC + PLOTLY_JS, priority=400)
     if BERTVIZ_MARKER in body:
         # Same entry as myst-nb's widget loader, so Sphinx adds require.js at most once.
-        app.add_js_file(_FROM_STATIC + REQUIRE_JS, priority=500)
+        add_js(_FROM_STATIC + REQUIRE_JS, priority=500)
 
 
 def setup(app: Sphinx) -> dict[str, Any]:
@@ -149,6 +251,7 @@ def setup(app: Sphinx) -> dict[str, Any]:
     # After myst-nb's own config handlers (default priority 500).
     app.connect("config-inited", configure, priority=900)
     app.connect("builder-inited", check_sources)
-    app.connect("html-page-context", add_page_assets)
+    # After myst-nb's handler, which adds the widget state and loaders for the page.
+    app.connect("html-page-context", add_page_assets, priority=600)
     app.connect("build-finished", copy_assets)
     return {"version": "0.1", "parallel_read_safe": True, "parallel_write_safe": True}
