@@ -30,7 +30,9 @@ test: setup node_modules/.installed
 lab: setup
 	$(BIN)/jupyter lab labs/
 
+# Solution cells from the library, then the student notebooks from the solutions.
 labs: setup
+	$(BIN)/python -m grader sync
 	$(BIN)/python -m grader release
 
 bench: setup

@@ -6,3 +6,6 @@ import os
 os.environ.setdefault("LLM_COURSE_QUICK", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# pytest runs two workers on two cores; a torch that also starts a thread per core in each of
+# them (and in each kernel they launch) oversubscribes the CPU and runs several times slower.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
