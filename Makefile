@@ -28,7 +28,7 @@ test: setup node_modules/.installed
 	$(BIN)/python -m pytest
 
 lab: setup
-	$(BIN)/jupyter lab labs/
+	$(BIN)/jupyter lab --ServerApp.root_dir=$(CURDIR)
 
 # Solution cells from the library, then the student notebooks from the solutions.
 labs: setup
