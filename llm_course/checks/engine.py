@@ -153,9 +153,19 @@ def _learner_frame(err: BaseException) -> str:
 
 
 def _load_case_modules() -> None:
-    # Imported here, not at the top, so that `from llm_course.checks import check` stays cheap
-    # and a case module can import the engine without a cycle.
-    from llm_course.checks import attention_cases  # noqa: F401
+    """Import every ``*_cases`` module of this package; importing one registers its pieces.
+
+    Done on first use, not at import, so that ``from llm_course.checks import check`` stays
+    cheap and a case module can import the engine without a cycle.
+    """
+    import importlib
+    import pkgutil
+
+    import llm_course.checks as package
+
+    for module in pkgutil.iter_modules(package.__path__):
+        if module.name.endswith("_cases"):
+            importlib.import_module(f"{package.__name__}.{module.name}")
 
 
 # --- comparing a learner's output with the reference -------------------------------------
