@@ -3,7 +3,8 @@
 from tests.mutants import Mutant
 
 NOTEBOOK = "solutions/06-attention/lab06-attention.ipynb"
-ASSIGNMENT = "06-attention"
+MAX_SCORE = 13
+SETUP = ["setup"]
 
 # grade_id of a solution cell → (check piece, the name the cell defines)
 PIECES = {
