@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from nbformat import NotebookNode
 
 from . import cells as C
+from .solutions import strip_solution
 
 
 @dataclass
@@ -83,7 +84,7 @@ def assemble(submission: NotebookNode, source: NotebookNode) -> Assembled:
         if gid is None or gid in seen:
             continue
         stub = _fresh_copy(src)
-        stub.source = _stub_source(src)
+        stub.source = strip_solution(src.source)
         out.insert(_anchor_index(out, source.cells[:pos]), stub)
         seen.add(gid)
 
@@ -117,11 +118,3 @@ def _retyped(cell: NotebookNode, cell_type: str) -> NotebookNode:
         new.id = cell.id
     return new
 
-
-def _stub_source(src: NotebookNode) -> str:
-    """The released form of a solution cell (nbgrader's ClearSolutions stub)."""
-    from nbgrader.preprocessors import ClearSolutions
-
-    cell = copy.deepcopy(src)
-    ClearSolutions()._replace_solution_region(cell, "python")
-    return cell.source

@@ -7,15 +7,15 @@ memory exhaustion), that cell and every later one are recorded as ``kernel_died`
 """
 from __future__ import annotations
 
+import os
 import re
 import resource
-import os
 import subprocess
 import tempfile
 import time
-from queue import Empty
 from dataclasses import dataclass, field
 from pathlib import Path
+from queue import Empty
 
 from nbclient import NotebookClient
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
