@@ -213,7 +213,7 @@ def merge_heads_cases(gen: torch.Generator, extended: bool) -> list[Case]:
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "out_proj")
 
 
-def _mha_variant(m: ref.MultiHeadAttention, x, context, mask, *, scale=True, transpose=True, out_proj=True):
+def _mha_variant(m: ref.MultiHeadAttention, x, context, mask, *, transpose=True, out_proj=True):
     """The reference multi-head attention with one deliberate mistake."""
     context = x if context is None else context
     B, H = x.shape[0], m.num_heads
@@ -222,8 +222,6 @@ def _mha_variant(m: ref.MultiHeadAttention, x, context, mask, *, scale=True, tra
         return ref.split_heads(t, H) if transpose else t.reshape(B, H, t.shape[1], -1)
 
     q, k, v = split(m.q_proj(x)), split(m.k_proj(context)), split(m.v_proj(context))
-    if not scale:
-        q = q * math.sqrt(q.shape[-1])  # cancels the 1/√d_k inside
     out, weights = ref.scaled_dot_product_attention(q, k, v, mask)
     merged = ref.merge_heads(out) if transpose else out.reshape(B, x.shape[1], -1)
     return (m.out_proj(merged) if out_proj else merged), weights
@@ -232,7 +230,6 @@ def _mha_variant(m: ref.MultiHeadAttention, x, context, mask, *, scale=True, tra
 MHA_MISTAKES = {
     "the output projection out_proj is missing (heads are concatenated but not mixed)": dict(out_proj=False),
     "heads split and merged by reshape alone, without transposing T and heads": dict(transpose=False),
-    "scores were not divided by √d_head": dict(scale=False),
 }
 
 
@@ -255,6 +252,11 @@ def _build_mha(cls, d_model: int, H: int) -> tuple[nn.Module | None, ref.MultiHe
 
 def _mha_case(name: str, gen: torch.Generator, d_model: int, H: int, B: int, T: int, *,
               mask_kind: str | None = None, cross: bool = False) -> Case:
+    """Compare the module's output on the fused path (need_weights=False).
+
+    That path runs PyTorch's attention kernel inside the given ``attend`` method, so a
+    mistake in the learner's own scaled_dot_product_attention is not charged twice.
+    """
     def run(cls) -> Reason:
         module, reference, reason = _build_mha(cls, d_model, H)
         if reason:
@@ -268,17 +270,30 @@ def _mha_case(name: str, gen: torch.Generator, d_model: int, H: int, B: int, T: 
         kwargs = {"mask": mask} if mask is not None else {}
         if cross:
             kwargs["context"] = context
-        result = module(x, need_weights=True, **kwargs)
+        result = module(x, **kwargs)
         if not isinstance(result, tuple) or len(result) != 2:
             return f"forward should return a tuple (output, weights), got {type(result).__name__}"
-        out, weights = result
         with torch.no_grad():
-            exp_out, exp_w = reference(x, context, mask, need_weights=True)
-            mistakes = [(hint, _mha_variant(reference, x, context, mask, **kw)) for hint, kw in MHA_MISTAKES.items()]
-        return (compare_tensor(weights, exp_w, "weights", known_mistakes=[(h, w) for h, (_, w) in mistakes])
-                or compare_tensor(out, exp_out, "output", known_mistakes=[(h, o) for h, (o, _) in mistakes]))
+            expected, _ = reference(x, context, mask)
+            mistakes = [(hint, _mha_variant(reference, x, context, mask, **kw)[0]) for hint, kw in MHA_MISTAKES.items()]
+        return compare_tensor(result[0], expected, "output", known_mistakes=mistakes)
 
     return Case(name, run)
+
+
+def _mha_weights_case(gen: torch.Generator) -> Case:
+    def run(cls) -> Reason:
+        module, _, reason = _build_mha(cls, 16, 4)
+        if reason:
+            return reason
+        result = module(randn(gen, 2, 5, 16), need_weights=True)
+        weights = result[1] if isinstance(result, tuple) and len(result) == 2 else None
+        if not isinstance(weights, Tensor) or tuple(weights.shape) != (2, 4, 5, 5):
+            shape = tuple(weights.shape) if isinstance(weights, Tensor) else type(weights).__name__
+            return f"with need_weights=True the weights should have shape (batch, heads, T, T) = (2, 4, 5, 5), got {shape}"
+        return None
+
+    return Case("need_weights=True returns (batch, heads, T, T) weights", run)
 
 
 @piece("06.mha", "multi-head attention")
@@ -289,6 +304,7 @@ def mha_cases(gen: torch.Generator, extended: bool) -> list[Case]:
         _mha_case("d_model 16, 4 heads, no mask", gen, 16, 4, B=2, T=5),
         _mha_case("causal mask", gen, 16, 4, B=2, T=6, mask_kind="causal"),
         _mha_case("padding mask", gen, 24, 3, B=3, T=5, mask_kind="padding"),
+        _mha_weights_case(gen),
     ]
     if extended:
         cases += [
