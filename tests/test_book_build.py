@@ -1,7 +1,8 @@
 """Build the whole book (Sphinx warnings are errors) and check that it is self-contained.
 
-Slow: a cold build executes every chapter page. The execution cache is shared with
-`make book` (``_build/.jupyter_cache`` in the repository), so a warm rebuild only renders.
+Slow: a cold build executes every chapter page (in quick mode, set by conftest). Its
+execution cache is ``_build/.jupyter_cache-quick`` in the repository, kept apart from the
+full-size cache of `make book`, so a warm rebuild only renders.
 """
 
 from __future__ import annotations

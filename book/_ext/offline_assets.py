@@ -165,10 +165,16 @@ def _anchor_patterns(patterns: list[str], root: Path, max_depth: int = 8) -> lis
 
 def configure(app: Sphinx, config: Any) -> None:
     # A relative execution cache is relative to the book, not to the caller's directory,
-    # so `make book` and the tests (which build elsewhere) share one cache.
+    # so `make book` and the tests (which build elsewhere) share one cache. The cache keys on
+    # a page's code only, so quick-mode outputs (LLM_COURSE_QUICK=1: tests) get their own
+    # cache; otherwise `make book` after `make test` would publish the shrunken figures.
     cache = config.nb_execution_cache_path
     if cache and not Path(cache).is_absolute():
-        config.nb_execution_cache_path = str(Path(app.confdir) / cache)
+        cache = Path(app.confdir) / cache
+    if cache and os.environ.get("LLM_COURSE_QUICK") == "1":
+        cache = Path(cache).with_name(Path(cache).name + "-quick")
+    if cache:
+        config.nb_execution_cache_path = str(cache)
     config.nb_execution_excludepatterns = _anchor_patterns(
         config.nb_execution_excludepatterns, Path(app.confdir)
     )
