@@ -20,6 +20,7 @@ and bertviz (require.js + d3 + jQuery). This extension:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -163,6 +164,24 @@ def _anchor_patterns(patterns: list[str], root: Path, max_depth: int = 8) -> lis
     return list(dict.fromkeys(out))
 
 
+def _reset_if_library_changed(cache: Path, library: Path, environment: Path) -> None:
+    """Empty the execution cache when any ``llm_course`` source changed since it was filled.
+
+    jupyter-cache keys on a page's own code, not on the library the page calls: without
+    this, a library change would leave the book showing outputs of the old code. Sphinx's
+    saved environment is dropped too, so that every page is read (and executed) again.
+    """
+    sources = sorted(library.rglob("*.py"))
+    digest = hashlib.sha256(b"".join(p.read_bytes() for p in sources)).hexdigest()
+    stamp = cache.with_name(cache.name + ".llm_course.sha256")
+    if stamp.exists() and stamp.read_text() == digest:
+        return
+    shutil.rmtree(cache, ignore_errors=True)
+    environment.unlink(missing_ok=True)
+    stamp.parent.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(digest)
+
+
 def configure(app: Sphinx, config: Any) -> None:
     # A relative execution cache is relative to the book, not to the caller's directory,
     # so `make book` and the tests (which build elsewhere) share one cache. The cache keys on
@@ -174,6 +193,8 @@ def configure(app: Sphinx, config: Any) -> None:
     if cache and os.environ.get("LLM_COURSE_QUICK") == "1":
         cache = Path(cache).with_name(Path(cache).name + "-quick")
     if cache:
+        _reset_if_library_changed(Path(cache), Path(app.confdir) / "llm_course",
+                                  Path(app.doctreedir) / "environment.pickle")
         config.nb_execution_cache_path = str(cache)
     config.nb_execution_excludepatterns = _anchor_patterns(
         config.nb_execution_excludepatterns, Path(app.confdir)
