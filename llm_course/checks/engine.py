@@ -109,7 +109,9 @@ def piece(piece_id: str, title: str):
     """Register ``make_cases(gen, extended) -> list[Case]`` as the cases of ``piece_id``."""
 
     def register(make_cases: Callable[[torch.Generator, bool], list[Case]]):
-        if piece_id in PIECES:
+        previous = PIECES.get(piece_id)
+        # Re-importing the same module (after it once failed to import) re-registers: fine.
+        if previous and previous.make_cases.__module__ != make_cases.__module__:
             raise ValueError(f"piece {piece_id!r} is registered twice")
         PIECES[piece_id] = Piece(piece_id, title, make_cases)
         return make_cases
@@ -122,10 +124,11 @@ def check(piece_id: str, candidate: Any, *, seed: int = 0, extended: bool = Fals
 
     >>> check("06.causal_mask", causal_mask)      # doctest: +SKIP
     """
-    _load_case_modules()
+    broken = _load_case_modules()
     if piece_id not in PIECES:
         known = ", ".join(sorted(PIECES))
-        raise ValueError(f"unknown piece_id {piece_id!r}; known pieces: {known}")
+        also = f" (these case modules failed to import: {broken})" if broken else ""
+        raise ValueError(f"unknown piece_id {piece_id!r}; known pieces: {known}{also}")
     spec = PIECES[piece_id]
     gen = torch.Generator().manual_seed(seed)
     report = Report(piece_id, spec.title)
@@ -152,20 +155,27 @@ def _learner_frame(err: BaseException) -> str:
     return f"line {frames[-1].lineno}: {frames[-1].line}" if frames and frames[-1].line else ""
 
 
-def _load_case_modules() -> None:
+def _load_case_modules() -> dict[str, str]:
     """Import every ``*_cases`` module of this package; importing one registers its pieces.
 
     Done on first use, not at import, so that ``from llm_course.checks import check`` stays
-    cheap and a case module can import the engine without a cycle.
+    cheap and a case module can import the engine without a cycle. A module that fails to
+    import does not stop the others (one lab's checks never break another's); its error is
+    returned, and reported if a piece that is then missing is asked for.
     """
     import importlib
     import pkgutil
 
     import llm_course.checks as package
 
+    broken = {}
     for module in pkgutil.iter_modules(package.__path__):
         if module.name.endswith("_cases"):
-            importlib.import_module(f"{package.__name__}.{module.name}")
+            try:
+                importlib.import_module(f"{package.__name__}.{module.name}")
+            except Exception as err:  # reported by check() only if its piece is missing
+                broken[module.name] = f"{type(err).__name__}: {err}"
+    return broken
 
 
 # --- comparing a learner's output with the reference -------------------------------------
