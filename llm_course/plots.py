@@ -19,6 +19,7 @@ is built offline and must load no script from a CDN).
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import re
@@ -142,7 +143,8 @@ def _check_tokens(tokens: Any, n: int, name: str, what: str) -> list[str]:
 
 # --------------------------------------------------------------------------- heatmaps
 def _hover_text(query_tokens: list[str], key_tokens: list[str]) -> list[list[str]]:
-    return [[f"{q!r} → {k!r}" for k in key_tokens] for q in query_tokens]
+    # plotly renders labels as HTML: "</s>" would vanish without escaping
+    return [[html.escape(f"{q!r} → {k!r}", quote=False) for k in key_tokens] for q in query_tokens]
 
 
 def _token_axes(fig: go.Figure, query_tokens: list[str], key_tokens: list[str]) -> None:
@@ -151,7 +153,7 @@ def _token_axes(fig: go.Figure, query_tokens: list[str], key_tokens: list[str]) 
         title_text="key (attended to)",
         tickmode="array",
         tickvals=list(range(len(key_tokens))),
-        ticktext=key_tokens,
+        ticktext=[html.escape(t, quote=False) for t in key_tokens],
         tickangle=-45,
         side="top",
         showgrid=False,
@@ -162,7 +164,7 @@ def _token_axes(fig: go.Figure, query_tokens: list[str], key_tokens: list[str]) 
         title_text="query (attending)",
         tickmode="array",
         tickvals=list(range(len(query_tokens))),
-        ticktext=query_tokens,
+        ticktext=[html.escape(t, quote=False) for t in query_tokens],
         autorange="reversed",
         showgrid=False,
         zeroline=False,

