@@ -38,6 +38,7 @@ labs: setup
 
 bench: setup
 	$(BIN)/python bench/attention.py
+	$(BIN)/python bench/tokenizers.py
 
 clean:
 	rm -rf _build .jupyter_cache
