@@ -29,7 +29,7 @@ test: setup node_modules/.installed
 	$(BIN)/python -m pytest
 
 lab: setup
-	$(BIN)/jupyter lab --ServerApp.root_dir=$(CURDIR)
+	$(BIN)/jupyter lab --ServerApp.root_dir=$(CURDIR) $(if $(filter 0,$(shell id -u)),--allow-root)
 
 # Solution cells from the library, then the student notebooks from the solutions.
 labs: setup
