@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from llm_course import attention as ref
-from llm_course.checks.engine import Case, Reason, compare_tensor, piece, randn
+from llm_course.checks.engine import Case, Reason, compare_gradients, compare_tensor, piece, randn
 
 # --- 06.sdpa ------------------------------------------------------------------------------
 
@@ -109,13 +109,7 @@ def _sdpa_gradient_case(gen: torch.Generator):
         return [leaf.grad for leaf in leaves]
 
     def run(fn) -> Reason:
-        for name, got, exp in zip("qkv", grads(fn), grads(ref.scaled_dot_product_attention)):
-            if got is None:
-                return f"no gradient reached {name}: avoid .detach(), .numpy() or in-place writes to the inputs"
-            reason = compare_tensor(got, exp, f"the gradient of {name}", atol=1e-4)
-            if reason:
-                return reason
-        return None
+        return compare_gradients(zip("qkv", grads(fn), grads(ref.scaled_dot_product_attention)))
 
     return run
 

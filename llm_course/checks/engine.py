@@ -223,6 +223,22 @@ def compare_tensor(
     return f"{what} differs from the reference by up to {err:.3g}"
 
 
+def compare_gradients(named: Iterable[tuple[str, Tensor | None, Tensor]], *, atol: float = 1e-4) -> Reason:
+    """None if every learner gradient matches the reference's; else why the first one does not.
+
+    ``named`` yields ``(name, learner_grad, reference_grad)``; a ``None`` learner gradient
+    means the computation graph was cut on the way to that tensor.
+    """
+    for name, got, expected in named:
+        if got is None:
+            return (f"no gradient reached {name}: avoid .detach(), .numpy(), .item(), torch.no_grad() "
+                    "or in-place writes")
+        reason = compare_tensor(got, expected, f"the gradient of {name}", atol=atol)
+        if reason:
+            return reason
+    return None
+
+
 def _constant_factor(got: Tensor, expected: Tensor) -> float | None:
     """c if got ≈ c·expected for one constant c (≠ 1), else None."""
     denom = (expected * expected).sum()

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from llm_course import norms as ref
 from llm_course import transformer as tref
-from llm_course.checks.engine import Case, Reason, compare_tensor, piece, randn
+from llm_course.checks.engine import Case, Reason, compare_gradients, compare_tensor, piece, randn
 
 
 def _build(cls, *args, **kwargs) -> tuple[nn.Module | None, Reason]:
@@ -18,6 +18,21 @@ def _build(cls, *args, **kwargs) -> tuple[nn.Module | None, Reason]:
         return cls(*args, **kwargs), None
     except Exception as err:  # the constructor is given, but a learner may have edited it
         return None, f"{getattr(cls, '__name__', cls)}{args} could not be built: {type(err).__name__}: {err}"
+
+
+def _build_pair(cls, reference_cls, params: dict[str, Tensor], *args, **kwargs):
+    """The learner's module and the reference, built alike and given the same parameters.
+
+    Returns (module, reference, reason); reason is None when the learner's module could be
+    built and took the parameters.
+    """
+    module, reason = _build(cls, *args, **kwargs)
+    reason = reason or _set_params(module, params)
+    if reason:
+        return None, None, reason
+    reference = reference_cls(*args, **kwargs)
+    _set_params(reference, params)
+    return module, reference, None
 
 
 def _set_params(module: nn.Module, values: dict[str, Tensor]) -> Reason:
@@ -78,12 +93,9 @@ def _bn_case(name: str, gen: torch.Generator, shapes: list[tuple[int, ...]], *, 
     eval_x = randn(gen, 3, *shapes[0][1:]) + 2.0
 
     def run(cls) -> Reason:
-        module, reason = _build(cls, C, eps=eps, momentum=momentum)
-        reason = reason or _set_params(module, params)
+        module, reference, reason = _build_pair(cls, ref.BatchNorm, params, C, eps=eps, momentum=momentum)
         if reason:
             return reason
-        reference = ref.BatchNorm(C, eps=eps, momentum=momentum)
-        _set_params(reference, params)
         module.train()
         for step, x in enumerate(batches, start=1):
             before = {k: getattr(reference, k).clone() for k in ("running_mean", "running_var")}
@@ -216,12 +228,9 @@ def _ln_case(name: str, gen: torch.Generator, shape: tuple[int, ...], *, eps: fl
     x = scale * (randn(gen, *shape) + randn(gen, d))
 
     def run(cls) -> Reason:
-        module, reason = _build(cls, d, eps=eps, bias=bias)
-        reason = reason or _set_params(module, params)
+        module, reference, reason = _build_pair(cls, ref.LayerNorm, params, d, eps=eps, bias=bias)
         if reason:
             return reason
-        reference = ref.LayerNorm(d, eps=eps, bias=bias)
-        _set_params(reference, params)
         w, b = params["weight"], params.get("bias", torch.zeros(d))
         mistakes = [
             ("normalised with the unbiased variance (÷(d−1)); LayerNorm uses the biased variance (÷d)",
@@ -256,13 +265,7 @@ def _ln_gradient_case(gen: torch.Generator) -> Case:
         module, reason = _build(cls, 8)
         if reason:
             return reason
-        for what, got, exp in zip(("x", "weight", "bias"), grads(module), grads(ref.LayerNorm(8))):
-            if got is None:
-                return f"no gradient reached {what}: avoid .detach(), .numpy() or torch.no_grad()"
-            reason = compare_tensor(got, exp, f"the gradient of {what}", atol=1e-4)
-            if reason:
-                return reason
-        return None
+        return compare_gradients(zip(("x", "weight", "bias"), grads(module), grads(ref.LayerNorm(8))))
 
     return Case("gradients reach x, weight and bias", run)
 
@@ -296,12 +299,9 @@ def _rms_case(name: str, gen: torch.Generator, shape: tuple[int, ...], *, eps: f
     x = scale * (randn(gen, *shape) + randn(gen, d))
 
     def run(cls) -> Reason:
-        module, reason = _build(cls, d, eps=eps)
-        reason = reason or _set_params(module, params)
+        module, reference, reason = _build_pair(cls, ref.RMSNorm, params, d, eps=eps)
         if reason:
             return reason
-        reference = ref.RMSNorm(d, eps=eps)
-        _set_params(reference, params)
         w = params["weight"]
         e = torch.finfo(x.dtype).eps if eps is None else eps
         ms = x.pow(2).mean(-1, keepdim=True)

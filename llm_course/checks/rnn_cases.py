@@ -7,7 +7,7 @@ import torch
 from torch import Tensor
 
 from llm_course import rnn as ref
-from llm_course.checks.engine import Case, Reason, compare_tensor, piece, randn
+from llm_course.checks.engine import Case, Reason, compare_gradients, compare_tensor, piece, randn
 
 
 def _weights(gen: torch.Generator, d_in: int, d_h: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -150,13 +150,7 @@ def _rnn_gradient_case(gen: torch.Generator) -> Case:
 
     def run(fn) -> Reason:
         names = ("x", "weight_ih", "weight_hh", "bias_ih", "bias_hh")
-        for name, got, exp in zip(names, grads(fn), grads(ref.rnn)):
-            if got is None:
-                return f"no gradient reached {name}: avoid .detach(), .numpy(), .item() or in-place writes"
-            reason = compare_tensor(got, exp, f"the gradient of {name}", atol=1e-4)
-            if reason:
-                return reason
-        return None
+        return compare_gradients(zip(names, grads(fn), grads(ref.rnn)))
 
     return Case("gradients flow back through time (masked batch)", run)
 

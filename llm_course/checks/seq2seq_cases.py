@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from llm_course import seq2seq as ref
-from llm_course.checks.engine import Case, Reason, compare_tensor, piece, randn
+from llm_course.checks.engine import Case, Reason, compare_gradients, compare_tensor, piece, randn
 
 # --- 03.attention_step --------------------------------------------------------------------
 
@@ -101,13 +101,8 @@ def _attention_gradient_case(gen: torch.Generator) -> Case:
             m.zero_grad()
             context, _ = m(query, keys, mask)
             (context * torch.linspace(-1, 1, context.numel()).view_as(context)).sum().backward()
-        for (name, p), p_ref in zip(module.named_parameters(), reference.parameters()):
-            if p.grad is None:
-                return f"no gradient reached {name}: avoid .detach(), .numpy() or in-place writes"
-            reason = compare_tensor(p.grad, p_ref.grad, f"the gradient of {name}", atol=1e-4)
-            if reason:
-                return reason
-        return None
+        return compare_gradients((name, p.grad, p_ref.grad)
+                                 for (name, p), p_ref in zip(module.named_parameters(), reference.parameters()))
 
     return Case("gradients reach every parameter", run)
 
