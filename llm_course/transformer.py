@@ -1,26 +1,35 @@
-"""Transformer building blocks (chapter 07; chapter 08 builds whole models from them).
+"""Transformer blocks (chapter 07) and the three model families built from them (chapter 08).
 
 A block is two **sub-layers**, each wrapped in a residual connection and a normalisation:
 
     pre-norm  (GPT-2, LLaMA, most LLMs):   x = x + Attn(Norm(x));   x = x + FFN(Norm(x))
     post-norm (the 2017 Transformer, BERT): x = Norm(x + Attn(x));  x = Norm(x + FFN(x))
 
-``TransformerBlock.residual`` is that wrapper, written once; a decoder block with
-cross-attention (chapter 08) is the same wrapper around a third sub-layer.
+``TransformerBlock.residual`` is that wrapper, written once; ``DecoderBlock`` (the decoder of
+an encoder–decoder) is the same wrapper around a third sub-layer, cross-attention.
 
-Shapes: x (batch, T, d_model) → (batch, T, d_model).
+The models differ only in which blocks they stack and which masks they use:
+
+    EncoderOnly     (BERT)  bidirectional self-attention        → a vector per token (masked LM)
+    EncoderDecoder  (T5)    encoder + causal decoder that reads the encoder (cross-attention)
+    DecoderOnly     (GPT)   causal self-attention               → next-token logits
+
+Shapes: x (batch, T, d_model) → (batch, T, d_model); token ids (batch, T) → logits (batch, T, vocab).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Callable
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from llm_course.attention import MultiHeadAttention, _check_positive_int, _describe
 from llm_course.norms import LayerNorm, RMSNorm
+from llm_course.positional import LearnedPositionalEmbedding
 
 ACTIVATIONS = ("gelu", "swiglu")
 NORMS = ("layer", "rms")
@@ -144,3 +153,221 @@ def _check_input(x: object, d_model: int, layer: str, min_dim: int) -> None:
             or (min_dim == 3 and x.dim() != 3):
         shape = "(batch, T, d_model)" if min_dim == 3 else "(..., d_model)"
         raise ValueError(f"{layer} input x must have shape {shape} with d_model={d_model}, got {_describe(x)}")
+
+
+# --------------------------------------------------------------------------- chapter 08
+def _make_norm(norm: str, d_model: int) -> nn.Module:
+    # Looked up at call time, not import time, so that a notebook's own LayerNorm/RMSNorm are used.
+    return {"layer": LayerNorm, "rms": RMSNorm}[norm](d_model)
+
+
+class DecoderBlock(TransformerBlock):
+    """The decoder block of an encoder–decoder (the 2017 Transformer, T5): causal self-attention,
+    then **cross-attention** to the encoder's output ``memory``, then the FFN — three sub-layers,
+    each in the same residual wrapper.
+
+    Cross-attention is where the two halves meet: queries come from the decoder, keys and values
+    from the encoder, so every target position can look at every source position.
+
+    Attributes: those of ``TransformerBlock`` (``attn`` is the causal self-attention) plus
+    ``cross_attn`` and its norm ``norm_cross``.
+    """
+
+    def __init__(self, d_model: int, num_heads: int, d_ff: int | None = None, norm: str = "layer",
+                 prenorm: bool = True, dropout: float = 0.0, activation: str = "gelu"):
+        super().__init__(d_model, num_heads, d_ff, norm, prenorm, dropout, causal=True, activation=activation)
+        self.cross_attn = MultiHeadAttention(d_model, num_heads, dropout=dropout)
+        self.norm_cross = type(self.norm1)(d_model)  # the same kind of norm as the other two
+
+    def forward(self, x: Tensor, memory: Tensor, memory_mask: Tensor | None = None) -> Tensor:
+        """x: (batch, T_tgt, d_model); memory: (batch, T_src, d_model), the encoder's output;
+        memory_mask: bool, broadcastable to (batch, heads, T_tgt, T_src), True = may attend
+        (hide the source's padding)."""
+        _check_input(x, self.d_model, "DecoderBlock", min_dim=3)
+        x = self.residual(x, self.norm1, lambda h: self.attn(h, is_causal=True)[0])
+        x = self.residual(x, self.norm_cross, lambda h: self.cross_attn(h, context=memory, mask=memory_mask)[0])
+        return self.residual(x, self.norm2, self.ffn)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The sizes and choices that define a model; every model class takes one.
+
+    num_layers counts the blocks of *each* stack: an ``EncoderDecoder`` has num_layers encoder
+    blocks and num_layers decoder blocks. ``tie_weights`` shares the token-embedding matrix with
+    the output layer (GPT-2, BERT, T5 do); ``bias`` is on every Linear and LayerNorm.
+    """
+
+    vocab_size: int
+    d_model: int = 128
+    num_heads: int = 4
+    num_layers: int = 4
+    max_len: int = 256
+    d_ff: int | None = None
+    norm: str = "layer"
+    activation: str = "gelu"
+    prenorm: bool = True
+    dropout: float = 0.0
+    tie_weights: bool = True
+
+    def __post_init__(self):
+        for name in ("vocab_size", "d_model", "num_heads", "num_layers", "max_len"):
+            _check_positive_int(name, getattr(self, name))
+        if self.d_ff is not None:
+            _check_positive_int("d_ff", self.d_ff)
+        if self.d_model % self.num_heads:
+            raise ValueError(f"d_model={self.d_model} must be divisible by num_heads={self.num_heads}")
+        if self.norm not in NORMS:
+            raise ValueError(f"norm must be one of {NORMS}, got {self.norm!r}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
+        _check_dropout(self.dropout)
+
+
+class _Model(nn.Module):
+    """What the three models share: token + learned position embeddings in, a final norm and
+    the **output layer** (a Linear to vocabulary logits; softmax turns them into probabilities)
+    out, and GPT-2's initialisation."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        if not isinstance(config, ModelConfig):
+            raise TypeError(f"config must be a ModelConfig, got {_describe(config)}")
+        self.config = c = config
+        self.tok_emb = nn.Embedding(c.vocab_size, c.d_model)
+        self.pos_emb = LearnedPositionalEmbedding(c.max_len, c.d_model)
+        self.drop = nn.Dropout(c.dropout)
+        self.lm_head = nn.Linear(c.d_model, c.vocab_size, bias=False)
+
+    def _finish_init(self) -> None:
+        """Call at the end of a subclass's __init__, once every layer exists."""
+        c = self.config
+        # With post-norm the last block already ends in a norm; a pre-norm stack needs one more.
+        self.final_norm = _make_norm(c.norm, c.d_model) if c.prenorm else nn.Identity()
+        self.apply(_init_gpt2)
+        for name, p in self.named_parameters():
+            # Residual projections add onto the stream once per sub-layer: scale them down so the
+            # stream's variance does not grow with depth (GPT-2).
+            if name.endswith(("out_proj.weight", "down.weight")):
+                nn.init.normal_(p, 0.0, 0.02 / math.sqrt(2 * c.num_layers))
+        if c.tie_weights:
+            self.lm_head.weight = self.tok_emb.weight
+
+    def embed(self, ids: Tensor) -> Tensor:
+        """ids: (batch, T) integer token ids → (batch, T, d_model)."""
+        c = self.config
+        if not isinstance(ids, Tensor) or ids.dim() != 2 or ids.dtype.is_floating_point or ids.dtype == torch.bool:
+            raise ValueError(f"ids must be an integer tensor of shape (batch, T), got {_describe(ids)}")
+        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= c.vocab_size):
+            raise ValueError(f"ids must lie in [0, vocab_size={c.vocab_size}), got values "
+                             f"{int(ids.min())}…{int(ids.max())}")
+        if ids.shape[1] > c.max_len:
+            raise ValueError(f"sequence length {ids.shape[1]} exceeds max_len={c.max_len}")
+        return self.drop(self.pos_emb(self.tok_emb(ids)))
+
+    def logits(self, h: Tensor) -> Tensor:
+        """The output layer: (batch, T, d_model) hidden states → (batch, T, vocab_size) logits."""
+        return self.lm_head(self.final_norm(h))
+
+    def _block(self) -> TransformerBlock:
+        c = self.config
+        return TransformerBlock(c.d_model, c.num_heads, c.d_ff, c.norm, c.prenorm, c.dropout, activation=c.activation)
+
+
+def _init_gpt2(module: nn.Module) -> None:
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        nn.init.normal_(module.weight, 0.0, 0.02)
+    if isinstance(module, nn.Linear) and module.bias is not None:
+        nn.init.zeros_(module.bias)
+
+
+class EncoderOnly(_Model):
+    """BERT-style: every token attends to every (non-padding) token, left and right, so each
+    output vector describes its token *in context*. Pretrained as a masked language model:
+    logits at the masked positions predict the hidden tokens.
+
+    forward(ids (batch, T), mask=None) → logits (batch, T, vocab); ``encode`` gives the
+    (batch, T, d_model) vectors a classifier would use. mask: bool, broadcastable to
+    (batch, heads, T, T), True = may attend (e.g. ``padding_mask``).
+    """
+
+    def __init__(self, config: ModelConfig):
+        super().__init__(config)
+        self.blocks = nn.ModuleList(self._block() for _ in range(config.num_layers))
+        self._finish_init()
+
+    def encode(self, ids: Tensor, mask: Tensor | None = None) -> Tensor:
+        h = self.embed(ids)
+        for block in self.blocks:
+            h = block(h, mask=mask)
+        return self.final_norm(h)
+
+    def forward(self, ids: Tensor, mask: Tensor | None = None) -> Tensor:
+        return self.lm_head(self.encode(ids, mask))
+
+
+class DecoderOnly(_Model):
+    """GPT-style: causal self-attention, so position t sees tokens 0…t only and its logits
+    predict token t+1. One forward pass trains on every position of a sequence at once.
+
+    forward(ids (batch, T)) → logits (batch, T, vocab_size).
+    """
+
+    def __init__(self, config: ModelConfig):
+        super().__init__(config)
+        self.blocks = nn.ModuleList(self._block() for _ in range(config.num_layers))
+        self._finish_init()
+
+    def forward(self, ids: Tensor) -> Tensor:
+        h = self.embed(ids)
+        for block in self.blocks:
+            h = block(h, is_causal=True)
+        return self.logits(h)
+
+
+class EncoderDecoder(_Model):
+    """T5 / 2017-Transformer style: an encoder reads the whole source bidirectionally; a causal
+    decoder writes the target, reading the encoder's output through cross-attention in every
+    block. Encoder, decoder and output layer share one token-embedding table (as T5 does).
+
+    forward(src (batch, S), tgt (batch, T), src_mask=None) → logits (batch, T, vocab_size);
+    src_mask: bool (batch, S), True = a real source token (False = padding).
+    """
+
+    def __init__(self, config: ModelConfig):
+        super().__init__(config)
+        c = config
+        self.encoder = nn.ModuleList(self._block() for _ in range(c.num_layers))
+        self.decoder = nn.ModuleList(
+            DecoderBlock(c.d_model, c.num_heads, c.d_ff, c.norm, c.prenorm, c.dropout, c.activation)
+            for _ in range(c.num_layers)
+        )
+        self.encoder_norm = _make_norm(c.norm, c.d_model) if c.prenorm else nn.Identity()
+        self._finish_init()
+
+    def encode(self, src: Tensor, src_mask: Tensor | None = None) -> Tensor:
+        """src (batch, S) → memory (batch, S, d_model)."""
+        keys = None if src_mask is None else _key_mask(src_mask, src)
+        h = self.embed(src)
+        for block in self.encoder:
+            h = block(h, mask=keys)
+        return self.encoder_norm(h)
+
+    def decode(self, tgt: Tensor, memory: Tensor, src_mask: Tensor | None = None) -> Tensor:
+        """tgt (batch, T), memory (batch, S, d_model) → logits (batch, T, vocab_size)."""
+        keys = None if src_mask is None else _key_mask(src_mask, memory)
+        h = self.embed(tgt)
+        for block in self.decoder:
+            h = block(h, memory, memory_mask=keys)
+        return self.logits(h)
+
+    def forward(self, src: Tensor, tgt: Tensor, src_mask: Tensor | None = None) -> Tensor:
+        return self.decode(tgt, self.encode(src, src_mask), src_mask)
+
+
+def _key_mask(src_mask: Tensor, src: Tensor) -> Tensor:
+    """(batch, S) True = real token → (batch, 1, 1, S): every head and query may attend to real keys."""
+    if not isinstance(src_mask, Tensor) or src_mask.dtype != torch.bool or tuple(src_mask.shape) != tuple(src.shape[:2]):
+        raise ValueError(f"src_mask must be a bool tensor of shape (batch, S)={tuple(src.shape[:2])}, "
+                         f"got {_describe(src_mask)}")
+    return src_mask[:, None, None, :]
