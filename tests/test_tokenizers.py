@@ -129,6 +129,32 @@ def test_ids_identical_to_tiktoken_on_random_unicode():
         assert tok.encode(text) == enc.encode(text, allowed_special="all"), text
 
 
+def test_ascii_fast_path_splits_exactly_as_the_unicode_pattern():
+    """The stdlib `re` pattern used for ASCII text against `regex` with the \\p{...} classes,
+    on random strings over all 128 ASCII characters (incl. \\x1c-\\x1f, which Python's \\s
+    matches and Unicode White_Space does not) and a bias towards the tricky ones."""
+    import re
+
+    import regex
+
+    from llm_course.tokenizers import GPT2_SPLIT_PATTERN, GPT2_SPLIT_PATTERN_ASCII
+    rng = random.Random(7)
+    tricky = " \t\n\r\x0b\x0c\x1c\x1f'sdmtlvre1_"
+    for _ in range(3000):
+        text = "".join(rng.choice(tricky) if rng.random() < 0.6 else chr(rng.randrange(128))
+                       for _ in range(rng.randint(0, 40)))
+        assert re.findall(GPT2_SPLIT_PATTERN_ASCII, text) == regex.findall(GPT2_SPLIT_PATTERN, text), repr(text)
+
+
+def test_ascii_fast_path_ids_identical_to_tiktoken():
+    tok = trained()
+    enc = tiktoken_from(tok)
+    rng = random.Random(11)
+    for _ in range(30):
+        text = "".join(chr(rng.randrange(128)) for _ in range(300))
+        assert text.isascii() and tok.encode(text) == enc.encode(text, allowed_special="all"), repr(text)
+
+
 # --- round trips and streaming -----------------------------------------------------------------
 
 
