@@ -195,7 +195,8 @@ class ModelConfig:
 
     num_layers counts the blocks of *each* stack: an ``EncoderDecoder`` has num_layers encoder
     blocks and num_layers decoder blocks. ``tie_weights`` shares the token-embedding matrix with
-    the output layer (GPT-2, BERT, T5 do); ``bias`` is on every Linear and LayerNorm.
+    the output layer (GPT-2, BERT, T5 do). Every Linear and LayerNorm has a bias, except the
+    output layer; ``parameter_count`` says how many parameters a configuration gives.
     """
 
     vocab_size: int
@@ -371,3 +372,205 @@ def _key_mask(src_mask: Tensor, src: Tensor) -> Tensor:
         raise ValueError(f"src_mask must be a bool tensor of shape (batch, S)={tuple(src.shape[:2])}, "
                          f"got {_describe(src_mask)}")
     return src_mask[:, None, None, :]
+
+
+# --------------------------------------------------------------------------- parameter counting
+ARCHITECTURES = ("encoder-only", "decoder-only", "encoder-decoder")
+MODELS = {"encoder-only": EncoderOnly, "decoder-only": DecoderOnly, "encoder-decoder": EncoderDecoder}
+POSITIONS = ("learned", "rotary")
+
+
+def parameter_breakdown(config: ModelConfig, architecture: str = "decoder-only", *,
+                        positions: str = "learned", bias: bool = True) -> dict[str, int]:
+    """How many parameters a model has, by kind, from its configuration alone (no model is built).
+
+    For ``MODELS[architecture](config)`` the total equals ``sum(p.numel() for p in
+    model.parameters())``. Two switches describe real models that differ from ours:
+    ``positions="rotary"`` (RoPE: no position table, rotations have no parameters) and
+    ``bias=False`` (no bias in any Linear or LayerNorm, as in T5 and LLaMA).
+
+    With d = d_model, f = d_ff, V = vocab_size, b = 1 if bias else 0, per block:
+
+        attention      4d² + 4bd         q, k, v and output projections
+        feed-forward   2df + b(f + d)    gelu: up, down
+                       3df + b(2f + d)   swiglu: gate, up, down
+        norms          2 per block, 3 in a decoder block that has cross-attention;
+                       (1 + b)·d for a LayerNorm, d for an RMSNorm (no bias)
+
+    and once per model: the token embedding V·d, a learned position table max_len·d, one
+    final norm per stack when pre-norm, and an output layer V·d unless it is tied to the
+    embedding (a shared matrix is counted once, as ``model.parameters()`` does).
+
+    Returns:
+        {"embedding", "positions", "attention", "feed-forward", "norms", "output layer"} → int.
+    """
+    if not isinstance(config, ModelConfig):
+        raise TypeError(f"config must be a ModelConfig, got {_describe(config)}")
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {architecture!r}")
+    if positions not in POSITIONS:
+        raise ValueError(f"positions must be one of {POSITIONS}, got {positions!r}")
+    if not isinstance(bias, bool):
+        raise TypeError(f"bias must be a bool, got {_describe(bias)}")
+    c, b = config, int(bias)
+    d, V = c.d_model, c.vocab_size
+    f = c.d_ff or (4 * d if c.activation == "gelu" else swiglu_hidden_size(d))
+    ffn = 2 * d * f + b * (f + d) if c.activation == "gelu" else 3 * d * f + b * (2 * f + d)
+    norm = (1 + b) * d if c.norm == "layer" else d
+    stacks = 2 if architecture == "encoder-decoder" else 1
+    blocks = stacks * c.num_layers
+    cross = c.num_layers if architecture == "encoder-decoder" else 0  # decoder blocks that read an encoder
+    return {
+        "embedding": V * d,
+        "positions": c.max_len * d if positions == "learned" else 0,
+        "attention": (blocks + cross) * (4 * d * d + 4 * b * d),
+        "feed-forward": blocks * ffn,
+        "norms": (2 * blocks + cross + (stacks if c.prenorm else 0)) * norm,
+        "output layer": 0 if c.tie_weights else V * d,
+    }
+
+
+def parameter_count(config: ModelConfig, architecture: str = "decoder-only", *,
+                    positions: str = "learned", bias: bool = True) -> int:
+    """The total of ``parameter_breakdown`` (same arguments): one closed-form number."""
+    return sum(parameter_breakdown(config, architecture, positions=positions, bias=bias).values())
+
+
+@dataclass(frozen=True)
+class PublishedModel:
+    """A released model described in the terms of ``parameter_breakdown``."""
+
+    name: str
+    config: ModelConfig
+    architecture: str
+    positions: str
+    bias: bool
+    reported: int | None  # the count its authors or its released checkpoint report (None: only rounded)
+    source: str
+
+    def count(self) -> int:
+        return parameter_count(self.config, self.architecture, positions=self.positions, bias=self.bias)
+
+
+def _gpt(name: str, d: int, layers: int, heads: int, max_len: int, reported: int | None, source: str):
+    # GPT-2 and GPT-3 share one design: pre-norm LayerNorm, GELU FFN of 4·d, learned positions,
+    # biases everywhere, output layer tied to the embedding, a 50,257-token byte-level BPE.
+    return PublishedModel(name, ModelConfig(50257, d, heads, layers, max_len), "decoder-only", "learned", True,
+                          reported, source)
+
+
+_GPT2 = "openai/gpt-2 model hparams (n_embd, n_layer, n_head, n_ctx); total as reported by transformers' GPT2LMHeadModel"
+_GPT3 = "Brown et al. 2020, 'Language Models are Few-Shot Learners', Table 2.1 (d_model, n_layers, n_heads, context 2048)"
+PUBLISHED = {m.name: m for m in (
+    _gpt("GPT-2 small", 768, 12, 12, 1024, 124_439_808, _GPT2),
+    _gpt("GPT-2 medium", 1024, 24, 16, 1024, 354_823_168, _GPT2),
+    _gpt("GPT-2 large", 1280, 36, 20, 1024, 774_030_080, _GPT2),
+    _gpt("GPT-2 XL", 1600, 48, 25, 1024, 1_557_611_200, _GPT2),
+    _gpt("GPT-3 2.7B", 2560, 32, 32, 2048, None, _GPT3),
+    _gpt("GPT-3 6.7B", 4096, 32, 32, 2048, None, _GPT3),
+    _gpt("GPT-3 175B", 12288, 96, 96, 2048, None, _GPT3),
+    # GLM-6B's config.json: hidden_size 4096, num_layers 28, num_attention_heads 32,
+    # inner_hidden_size 16384, vocab_size 130528, max_sequence_length 2048. modeling_chatglm.py:
+    # rotary positions (no table), biases on query_key_value / dense / the FFN, a LayerNorm before
+    # attention and before the FFN (its residual adds the normalised input scaled by √(2·layers),
+    # a DeepNorm-style variant; the same parameters as pre-norm), a final_layernorm, and
+    # lm_head = Linear(4096, 130528, bias=False). Loaded with transformers, lm_head shares the
+    # word-embedding matrix and the model reports 6,173,286,400 parameters: the "62 亿 (6.2B)"
+    # of the ChatGLM-6B README.
+    PublishedModel("ChatGLM-6B", ModelConfig(130_528, 4096, 32, 28, 2048, d_ff=16384), "decoder-only", "rotary",
+                   True, 6_173_286_400, "THUDM/chatglm-6b config.json and modeling_chatglm.py (Hugging Face)"),
+)}
+CHATGLM_6B = PUBLISHED["ChatGLM-6B"]
+GPT3_175B = PUBLISHED["GPT-3 175B"]
+
+
+def chatglm_6b_parameters() -> int:
+    """ChatGLM-6B's parameter count from its published configuration.
+
+    A decoder-only model: d_model 4096, 28 layers, 32 heads, FFN 16384 (GELU), vocabulary 130,528,
+    rotary positions, biases on every Linear and LayerNorm, two LayerNorms per block and a final
+    one (as a pre-norm stack has), output layer sharing the embedding matrix.
+    """
+    config = ModelConfig(vocab_size=130_528, d_model=4096, num_heads=32, num_layers=28, max_len=2048, d_ff=16384)
+    return parameter_count(config, "decoder-only", positions="rotary", bias=True)
+
+
+# --------------------------------------------------------------------------- pretraining objectives
+IGNORE_INDEX = -100  # F.cross_entropy skips targets equal to this
+
+
+def mask_tokens(ids: Tensor, mask_id: int, vocab_size: int, p: float = 0.15,
+                generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+    """BERT's masked-language-model corruption (Devlin et al. 2019).
+
+    Each position is chosen with probability ``p``; a chosen token becomes ``mask_id`` 80% of the
+    time, a random token 10%, and stays itself 10% (so the model cannot learn that only [MASK]
+    positions matter). Only chosen positions are predicted.
+
+    Args:
+        ids: (..., T) integer token ids.
+    Returns:
+        inputs: ids with the chosen positions corrupted; labels: the original id at chosen
+        positions and ``IGNORE_INDEX`` (-100) elsewhere. Both shaped like ``ids``.
+    """
+    if not isinstance(ids, Tensor) or ids.dtype.is_floating_point or ids.dtype == torch.bool or ids.dim() < 1:
+        raise ValueError(f"ids must be an integer tensor of shape (..., T), got {_describe(ids)}")
+    _check_positive_int("vocab_size", vocab_size)
+    if isinstance(mask_id, bool) or not isinstance(mask_id, int) or not 0 <= mask_id < vocab_size:
+        raise ValueError(f"mask_id must be an int in [0, vocab_size={vocab_size}), got {_describe(mask_id)}")
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 < p <= 1.0:
+        raise ValueError(f"p must be a float in (0, 1], got {_describe(p)}")
+    u = torch.rand(ids.shape, generator=generator)
+    action = torch.rand(ids.shape, generator=generator)
+    chosen = u < p
+    inputs = ids.clone()
+    inputs[chosen & (action < 0.8)] = mask_id
+    randomise = chosen & (action >= 0.8) & (action < 0.9)
+    inputs[randomise] = torch.randint(0, vocab_size, ids.shape, generator=generator)[randomise].to(ids.dtype)
+    labels = torch.where(chosen, ids, torch.full_like(ids, IGNORE_INDEX))
+    return inputs, labels
+
+
+def span_corrupt(ids: Tensor, first_sentinel: int, noise_density: float = 0.15, mean_span: float = 3.0,
+                 generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+    """T5's span-corruption objective (Raffel et al. 2020) on one sequence.
+
+    About ``noise_density`` of the tokens, in spans of ``mean_span`` tokens on average, are cut
+    out. The input keeps the rest, each span replaced by one sentinel token; the target lists
+    each sentinel followed by the tokens it replaced, and ends with one more sentinel. Sentinel
+    i is ``first_sentinel + i`` (T5 takes its 100 ``<extra_id_i>`` from the end of its vocabulary).
+
+    Args:
+        ids: (T,) integer token ids, T ≥ 2.
+    Returns:
+        inputs (T − noise + spans,), targets (noise + spans + 1,).
+    """
+    if not isinstance(ids, Tensor) or ids.dim() != 1 or ids.dtype.is_floating_point or ids.dtype == torch.bool \
+            or len(ids) < 2:
+        raise ValueError(f"ids must be a 1-D integer tensor of at least 2 tokens, got {_describe(ids)}")
+    if isinstance(noise_density, bool) or not isinstance(noise_density, (int, float)) or not 0 < noise_density < 1:
+        raise ValueError(f"noise_density must be a float in (0, 1), got {_describe(noise_density)}")
+    if isinstance(mean_span, bool) or not isinstance(mean_span, (int, float)) or mean_span < 1:
+        raise ValueError(f"mean_span must be a number ≥ 1, got {_describe(mean_span)}")
+    if isinstance(first_sentinel, bool) or not isinstance(first_sentinel, int) or first_sentinel < 0:
+        raise ValueError(f"first_sentinel must be a non-negative int, got {_describe(first_sentinel)}")
+    n = len(ids)
+    noise = min(max(1, round(n * noise_density)), n - 1)
+    spans = min(max(1, round(noise / mean_span)), noise, n - noise)
+    noise_lengths = _random_composition(noise, spans, generator)
+    keep_lengths = _random_composition(n - noise, spans, generator)
+    inputs, targets, start = [], [], 0
+    for i, (keep, cut) in enumerate(zip(keep_lengths, noise_lengths)):
+        # kept text, then one sentinel where the cut span was
+        inputs += [*ids[start:start + keep].tolist(), first_sentinel + i]
+        targets += [first_sentinel + i, *ids[start + keep:start + keep + cut].tolist()]
+        start += keep + cut
+    targets.append(first_sentinel + spans)
+    return torch.tensor(inputs, dtype=ids.dtype), torch.tensor(targets, dtype=ids.dtype)
+
+
+def _random_composition(total: int, parts: int, generator: torch.Generator | None) -> list[int]:
+    """``total`` split into ``parts`` positive integers, uniformly over all such splits."""
+    cuts = (torch.randperm(total - 1, generator=generator)[:parts - 1] + 1).sort().values.tolist()
+    bounds = [0, *cuts, total]
+    return [hi - lo for lo, hi in zip(bounds, bounds[1:])]
