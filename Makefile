@@ -39,6 +39,8 @@ labs: setup
 bench: setup
 	$(BIN)/python bench/attention.py
 	$(BIN)/python bench/tokenizers.py
+	$(BIN)/python bench/training.py
+	$(BIN)/python bench/vectordb.py
 
 clean:
 	rm -rf _build .jupyter_cache
