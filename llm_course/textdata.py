@@ -20,13 +20,14 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 import unicodedata
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from llm_course.files import atomic_write
 
 _CONTROL = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f]")  # Unicode category Cc, except the newline
 TOKEN_DTYPE = np.uint16  # 2 bytes per id: any vocabulary up to 65,536 (GPT-2's 50,257 fits)
@@ -107,17 +108,8 @@ def write_tokens(path: str | os.PathLike, ids: np.ndarray) -> Path:
         raise ValueError(f"ids must be a 1-D integer array, got shape {ids.shape} dtype {ids.dtype}")
     if ids.size and (ids.min() < 0 or ids.max() > np.iinfo(TOKEN_DTYPE).max):
         raise ValueError(f"ids must lie in [0, {np.iinfo(TOKEN_DTYPE).max}] to be stored as {TOKEN_DTYPE.__name__}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            ids.astype(TOKEN_DTYPE).tofile(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as f:
+        ids.astype(TOKEN_DTYPE).tofile(f)
     return path
 
 
@@ -156,9 +148,8 @@ def prepare_shakespeare(data_dir: str | os.PathLike, *, clean: bool = False,
     write_tokens(data_dir / "train.bin", codec.encode(train))
     write_tokens(data_dir / "val.bin", codec.encode(val))
     meta = {"settings": settings, "chars": codec.chars, "train_tokens": len(train), "val_tokens": len(val)}
-    tmp = meta_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
-    os.replace(tmp, meta_path)  # written last: its presence means the .bin files are complete
+    with atomic_write(meta_path, "w", encoding="utf-8") as f:  # last: its presence means the .bin files are complete
+        json.dump(meta, f, ensure_ascii=False)
     return meta
 
 

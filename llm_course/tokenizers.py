@@ -27,16 +27,16 @@ from __future__ import annotations
 import heapq
 import json
 import os
-import tempfile
+import re
 import unicodedata
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import chain
 from pathlib import Path
 
-import re
-
 import regex
+
+from llm_course.files import atomic_write
 
 # GPT-2's pre-tokeniser: English contractions, letters, numbers, other symbols (each run may
 # carry one leading space), then whitespace. "\s+(?!\S)" leaves the last space of a run for
@@ -389,16 +389,8 @@ class BPETokenizer:
         path = Path(path)
         data = {"format": FORMAT, "version": FORMAT_VERSION, "pattern": self.pattern,
                 "special_tokens": self.special_tokens, "merges": [list(p) for p in self.merges]}
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(data, f, ensure_ascii=False)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)  # atomic on POSIX and Windows: readers see old or new, never half
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_write(path, "w", encoding="utf-8") as f:
+            json.dump(data, f, ensure_ascii=False)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> BPETokenizer:

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from llm_course.device import get_device
+from llm_course.files import atomic_write
 from llm_course.textdata import eval_blocks, get_batch, load_tokens, prepare_shakespeare
 from llm_course.transformer import DecoderOnly, ModelConfig
 
@@ -478,10 +479,8 @@ def _model_fields(cfg: TrainConfig) -> dict:
 
 
 def _write_jsonl(path: Path, records: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".jsonl.tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
-    os.replace(tmp, path)
+    with atomic_write(path, "w", encoding="utf-8") as f:
+        f.write("".join(json.dumps(r) + "\n" for r in records))
 
 
 def _append_jsonl(path: Path, record: dict) -> None:

@@ -24,7 +24,6 @@ import hashlib
 import io
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -32,18 +31,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from llm_course.attention import _check_positive_int, _describe
+from llm_course.files import atomic_write
+
 # --------------------------------------------------------------------------- input checks
-
-
-def _describe(x: object) -> str:
-    if isinstance(x, Tensor):
-        return f"a {x.dtype} tensor of shape {tuple(x.shape)}"
-    return f"{type(x).__name__} {x!r}"[:80]
-
-
-def _check_positive_int(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {_describe(value)}")
 
 
 def _check_matrix(name: str, x: object, dim: int | None = None) -> None:
@@ -331,16 +322,8 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
     the target. A crash before the rename leaves the previous file untouched.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            _write_all(f, data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as f:
+        _write_all(f, data)
 
 
 # --------------------------------------------------------------------------- product quantisation
