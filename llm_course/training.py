@@ -7,6 +7,8 @@
     save_checkpoint    model + optimizer + step + RNG states, written atomically
     load_checkpoint    the inverse, with an error that names the file and what is wrong
     TrainConfig, train the loop that ties them together; ``python -m llm_course.train`` runs it
+    export_weights     checkpoint → the small weights-only file committed with the book
+    load_shakespeare_gpt  that file → (trained DecoderOnly, CharCodec), for chapters 10, 12, 14
 
 Exact resume: everything a step depends on — weights, AdamW's moments, the step number (the
 schedule), the batch sampler's generator and torch's global RNG (dropout) — is in the checkpoint,
@@ -516,3 +518,57 @@ class LiveLossCurve:
             self._handle = display(self.fig, display_id=True)
         else:
             self._handle.update(self.fig)
+
+
+# --------------------------------------------------------------------------- the trained model, for later chapters
+WEIGHTS_FORMAT = "llm_course.weights/1"
+SHAKESPEARE_WEIGHTS = Path(__file__).resolve().parents[1] / "book" / "data" / "09-shakespeare-char-gpt.pt"
+
+
+def export_weights(ckpt_path: str | os.PathLike, out_path: str | os.PathLike = SHAKESPEARE_WEIGHTS) -> Path:
+    """Write the weights-only file that ``load_shakespeare_gpt`` reads, from a training checkpoint.
+
+    Keeps the model's float32 state dict, the character list and the shape settings; drops the
+    optimizer's moments and the RNG states (two thirds of a checkpoint), which only resuming needs.
+    Regenerate the book's file after ``python -m llm_course.train configs/shakespeare_char.toml``:
+
+        python -c "from llm_course.training import export_weights; export_weights('runs/shakespeare_char/ckpt.pt')"
+    """
+    state = torch.load(Path(ckpt_path), map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"checkpoint {ckpt_path} is not a {CHECKPOINT_FORMAT} checkpoint")
+    cfg = TrainConfig.from_dict(state["extra"]["train_config"])
+    chars = state["extra"]["chars"]
+    weights = {
+        "format": WEIGHTS_FORMAT,
+        "model": {k: v.float().contiguous() for k, v in state["model"].items()},
+        "config": asdict(cfg.model_config(len(chars))) | {"fused_norm": cfg.fused_norm},
+        "chars": chars,
+        "step": state["step"],
+        "history": state["extra"].get("history", [])[-1:],  # the final evaluation, for reference
+    }
+    with atomic_write(out_path) as f:
+        torch.save(weights, f)
+    return Path(out_path)
+
+
+def load_shakespeare_gpt(path: str | os.PathLike | None = None) -> tuple[DecoderOnly, "CharCodec"]:
+    """Chapter 09's trained character-level GPT, as (model in eval mode on the CPU, its CharCodec).
+
+    ``path`` defaults to the file committed with the book (written by ``export_weights``).
+    """
+    from llm_course.textdata import CharCodec
+
+    path = Path(path or SHAKESPEARE_WEIGHTS)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file {path} does not exist (write it with export_weights)")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or state.get("format") != WEIGHTS_FORMAT:
+        raise ValueError(f"{path} is not a {WEIGHTS_FORMAT} file")
+    config = dict(state["config"])
+    fused = config.pop("fused_norm")
+    model = DecoderOnly(ModelConfig(**config))
+    if fused:  # same parameter names either way; the fused kernel is just faster
+        use_fused_layernorm(model)
+    model.load_state_dict(state["model"])
+    return model.eval(), CharCodec(state["chars"])

@@ -4,6 +4,7 @@ References: hand-computed schedule values, ``torch.nn.utils.clip_grad_norm_``, o
 for gradient accumulation, an uninterrupted run for resume, a single process for DDP.
 """
 
+import dataclasses
 import json
 import math
 import os
@@ -20,8 +21,9 @@ import torch
 
 from llm_course.generation import generate
 from llm_course.textdata import (CharCodec, clean_text, eval_blocks, get_batch, load_tokens, write_tokens)
-from llm_course.training import (TrainConfig, clip_grad_norm, evaluate, load_checkpoint, load_config, lr_at,
-                                 make_optimizer, save_checkpoint, train_step, use_fused_layernorm)
+from llm_course.training import (TrainConfig, build_model, clip_grad_norm, evaluate, export_weights, load_checkpoint,
+                                 load_config, load_shakespeare_gpt, lr_at, make_optimizer, save_checkpoint, train_step,
+                                 use_fused_layernorm)
 from llm_course.transformer import DecoderOnly, ModelConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -356,3 +358,43 @@ def test_torchrun_two_processes_match_one_process_with_the_same_global_batch(tmp
     one, two = final_weights(tmp_path / "one"), final_weights(tmp_path / "two")
     for k in one:
         assert torch.allclose(one[k], two[k], atol=1e-5, rtol=1e-4), k
+
+
+# --- the committed weights of chapter 09's model ---------------------------------------------------
+def test_committed_shakespeare_gpt_is_the_trained_model():
+    """Held-out loss well below an untrained model's ln 84 ≈ 4.4 and a bigram model's ≈ 2.5: trained weights."""
+    from llm_course.data import shakespeare_split
+
+    model, codec = load_shakespeare_gpt()
+    assert not model.training and codec.vocab_size == model.config.vocab_size == 84
+    ids = torch.from_numpy(codec.encode(shakespeare_split()[1][:16_385]).astype(np.int64))
+    x, y = ids[:-1].view(-1, 128), ids[1:].view(-1, 128)
+    assert evaluate(model, x, y) < 1.7
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_export_then_load_gives_the_checkpoint_weights_exactly(tmp_path, fused):
+    cfg = TrainConfig(d_model=16, num_heads=2, num_layers=2, block_size=12, fused_norm=fused)
+    chars = list("abcdefghijk")
+    torch.manual_seed(0)
+    model = build_model(cfg, len(chars))
+    save_checkpoint(tmp_path / "ckpt.pt", model, make_optimizer(model, cfg), 7,
+                    {"chars": chars, "train_config": dataclasses.asdict(cfg)})
+    path = export_weights(tmp_path / "ckpt.pt", tmp_path / "weights.pt")
+    assert path.stat().st_size < (tmp_path / "ckpt.pt").stat().st_size  # no optimizer state
+    loaded, codec = load_shakespeare_gpt(path)
+    assert codec.chars == chars and not loaded.training
+    reference = model.state_dict()
+    assert loaded.state_dict().keys() == reference.keys()
+    for key, value in loaded.state_dict().items():
+        assert torch.equal(value, reference[key]), key
+    x = torch.randint(0, len(chars), (2, 12))
+    assert torch.equal(loaded(x), model.eval()(x))
+
+
+def test_load_shakespeare_gpt_errors_name_the_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing.pt"):
+        load_shakespeare_gpt(tmp_path / "missing.pt")
+    torch.save({"format": "something else"}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="other.pt"):
+        load_shakespeare_gpt(tmp_path / "other.pt")
