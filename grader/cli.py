@@ -8,6 +8,9 @@ Usage::
                                     [--feedback FILE.html] [--memory-mb MB]
     python -m grader autograde DIR [--assignment A] [--out OUTDIR] [--workers N]
                                    [--timeout S] [--cell-timeout S] [--memory-mb MB]
+    python -m grader gradescope LAB [--out ZIP] [--cell-timeout S] [--timeout S] [--memory-mb MB]
+                                    [--hidden-visibility V]
+    python -m grader export csv RESULTS_DIR [--out FILE]
 
 ``--root`` (before the command) points at another course directory (default: this repo).
 Exit status: 0 on success, 1 when ``release --check`` finds differences, 2 on bad input.
@@ -20,6 +23,7 @@ import os
 import sys
 from pathlib import Path
 
+from . import export, gradescope
 from .course import REPO_ROOT, Course, GraderError
 from .grade import DEFAULT_CELL_TIMEOUT, DEFAULT_TIMEOUT
 
@@ -81,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--workers", type=_count, default=max(1, (os.cpu_count() or 2) // 2), metavar="N",
                    help="parallel worker processes (default: %(default)s)")
     a.add_argument("--quiet", action="store_true", help="no progress bar")
+    gradescope.add_parser(sub)
+    export.add_parser(sub)
     return p
 
 
@@ -158,4 +164,6 @@ def _autograde(args: argparse.Namespace, course: Course) -> int:
     return 0
 
 
-COMMANDS = {"sync": _sync, "release": _release, "grade": _grade, "autograde": _autograde}
+COMMANDS = {"sync": _sync, "release": _release, "grade": _grade, "autograde": _autograde,
+            "gradescope": lambda args, course: gradescope.run(args),
+            "export": lambda args, course: export.run(args)}

@@ -265,3 +265,87 @@ def test_memory_limit_stops_a_memory_bomb(tmp_path):
     res = grade_notebook(tmp_path / "bomb.ipynb", COURSE, memory_mb=1500)
     statuses = {it["grade_id"]: it["status"] for it in res["items"]}
     assert res["score"] == 2 and statuses["test_mul"] == "error"
+
+
+# --- trusted grading: the pieces, without a kernel ---------------------------------------------
+
+def test_wire_rebuilds_plain_values_and_rejects_the_rest():
+    import torch
+
+    from grader import wire
+
+    value = {"a": [1, 2.5, float("nan"), None, True], ("k", 1): (b"raw", torch.arange(6).view(2, 3))}
+    blobs: list[bytes] = []
+    node = wire.encode(value, blobs, lambda o: pytest.fail(f"unexpected {o!r}"))
+    back = wire.decode(json.loads(json.dumps(node)), blobs, lambda n, sub: pytest.fail("no tags"))
+    assert back["a"][:2] == [1, 2.5] and back["a"][2] != back["a"][2] and back["a"][3:] == [None, True]
+    assert back[("k", 1)][0] == b"raw" and torch.equal(back[("k", 1)][1], torch.arange(6).view(2, 3))
+
+    class Sneaky(torch.Tensor):  # a subclass arrives as a plain tensor: its behaviour stays behind
+        pass
+
+    blobs = []
+    t = wire.decode(wire.encode(torch.ones(2).as_subclass(Sneaky), blobs, None), blobs, None)
+    assert type(t) is torch.Tensor
+    bad = [{"t": "tensor", "b": 0, "dtype": "float32", "shape": [3]},  # 4 bytes for 3 floats
+           {"t": "tensor", "b": 0, "dtype": "object", "shape": [1]},
+           {"t": "pickle", "b": 0}, ["raw list"], {"t": "dict", "k": [{"t": "list", "v": []}], "v": [1]}]
+    for node in bad:
+        with pytest.raises(wire.WireError):
+            wire.decode(node, [b"\0\0\0\0"], lambda n, sub: (_ for _ in ()).throw(wire.WireError("tag")))
+
+
+def test_check_calls_parses_test_cells_and_refuses_anything_else():
+    from grader.trusted import check_calls
+
+    src = ('check("06.sdpa", f).assert_passed()\n### BEGIN HIDDEN TESTS\n'
+           'check("06.sdpa", f, seed=7, extended=True).assert_passed()\n### END HIDDEN TESTS')
+    calls = check_calls(src)
+    assert [(c.piece, c.name, c.seed, c.extended, c.asserted, c.hidden) for c in calls] == [
+        ("06.sdpa", "f", 0, False, True, False), ("06.sdpa", "f", 7, True, True, True)]
+    for other in ["assert f(1) == 2", 'check("06.sdpa", f)\nprint(1)', 'check("06.sdpa", g(f))', "x = 1", ""]:
+        assert check_calls(other) is None
+
+
+def test_withheld_library_keeps_signatures_but_not_the_code():
+    from grader.sandbox import withhold
+
+    src = "import torch\n\n@decorator\ndef f(x):\n    return x + 1\n\nclass M(torch.nn.Module):\n    def forward(self):\n        return 1\n\ndef g():\n    return f(2)\n"
+    out = withhold(src, {"f", "M"})
+    ns: dict = {"decorator": lambda fn: fn}
+    exec(out, ns)
+    with pytest.raises(NotImplementedError, match="withheld"):
+        ns["f"](1)
+    with pytest.raises(NotImplementedError, match="withheld"):
+        ns["M"]()
+    assert "return x + 1" not in out and "def g():" in out
+
+
+def test_reordered_test_cells_go_back_in_place():
+    from grader.assemble import assemble
+
+    source = nbformat.read(SOURCE, as_version=4)
+    nb = lab_with()
+    tests = [i for i, c in enumerate(nb.cells) if grade_id(c) and grade_id(c).startswith("test_")]
+    moved = nb.cells.pop(tests[-1])
+    nb.cells.insert(0, moved)
+    merged = assemble(nb, source)
+    order = [grade_id(c) for c in merged.nb.cells if grade_id(c)]
+    assert order == [grade_id(c) for c in source.cells if grade_id(c)]
+    assert merged.restored.get(grade_id(moved)) == "reordered"
+    assert "reordered" not in assemble(lab_with(), source).restored.values()
+
+
+def test_importing_the_reference_is_found():
+    from grader.assemble import reference_uses
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    ref = ["llm_course.attention:causal_mask"]
+    for src in ["from llm_course.attention import causal_mask",
+                "from llm_course.attention import *",
+                "import llm_course.attention as A\nmask = A.causal_mask",
+                "from llm_course import attention\nf = getattr(attention, 'causal_mask')",
+                "import importlib\nf = importlib.import_module('llm_course.attention').causal_mask"]:
+        assert "causal_mask" in reference_uses(new_notebook(cells=[new_code_cell(src)]), ref), src
+    for src in ["from llm_course.attention import padding_mask", "def causal_mask(T):\n    return T"]:
+        assert not reference_uses(new_notebook(cells=[new_code_cell(src)]), ref), src

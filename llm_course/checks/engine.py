@@ -140,10 +140,16 @@ def check(piece_id: str, candidate: Any, *, seed: int = 0, extended: bool = Fals
 def _run_case(case: Case, candidate: Any) -> CaseResult:
     try:
         reason = case.run(candidate)
-    except NotImplementedError:
-        reason = "not implemented yet (the function still raises NotImplementedError)"
+    except NotImplementedError as err:
+        reason = ("uses the library's reference implementation, which is withheld during grading: "
+                  "write it yourself" if "withheld during grading" in str(err) else
+                  "not implemented yet (the function still raises NotImplementedError)")
     except Exception as err:  # the learner's exception is feedback, not a crash of the check
-        where = _learner_frame(err)
+        if getattr(err, "grader_reason", None):  # a grading limit (time, dead kernel): say just that
+            return CaseResult(case.name, False, str(err.grader_reason))
+        # a call the grader ran in the learner's kernel reports where it broke there
+        where = getattr(err, "learner_frame", None)
+        where = _learner_frame(err) if where is None else where
         reason = f"raised {type(err).__name__}: {err}" + (f" (at {where})" if where else "")
     return CaseResult(case.name, reason is None, reason or "")
 
