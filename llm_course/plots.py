@@ -58,7 +58,7 @@ class BookHtmlRenderer(MimetypeRenderer):
 
     def to_mimebundle(self, fig_dict: dict) -> dict[str, str]:
         height = (fig_dict.get("layout") or {}).get("height") or 450
-        html = pio.to_html(
+        markup = pio.to_html(
             fig_dict,
             config=self.config,
             include_plotlyjs=False,
@@ -68,7 +68,25 @@ class BookHtmlRenderer(MimetypeRenderer):
             default_height=f"{int(height)}px",
             validate=False,
         )
-        return {"text/html": html}
+        # Alt text for screen readers (and the book's browser test): the figure's title.
+        label = html.escape(figure_label(fig_dict), quote=True)
+        return {"text/html": f'<div role="figure" aria-label="{label}">{markup}</div>'}
+
+
+def figure_label(fig_dict: dict) -> str:
+    """A short text alternative for a figure: its title, else its axis titles."""
+    layout = fig_dict.get("layout") or {}
+
+    def text(title: Any) -> str:
+        raw = title.get("text", "") if isinstance(title, dict) else str(title or "")
+        return " ".join(re.sub(r"<[^>]+>", " ", raw).split())  # titles may hold <br>, <b>
+
+    title = text(layout.get("title"))
+    if title:
+        return title
+    axes = [text((layout.get(k) or {}).get("title")) for k in sorted(layout) if re.fullmatch(r"[xy]axis\d*", k)]
+    axes = [a for a in axes if a]
+    return "Interactive figure" + (f": {' vs '.join(axes[:2])}" if axes else "")
 
 
 pio.renderers[BOOK_RENDERER] = BookHtmlRenderer()

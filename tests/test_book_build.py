@@ -3,10 +3,16 @@
 Slow: a cold build executes every chapter page (in quick mode, set by conftest). Its
 execution cache is ``_build/.jupyter_cache-quick`` in the repository, kept apart from the
 full-size cache of `make book`, so a warm rebuild only renders.
+
+The build goes to ``_build/test-book/`` and is made once per test run: ``build_book()`` is
+shared with ``tests/test_browser.py``, across pytest-xdist workers too (a file lock, and a
+stamp holding the run's id). Setting ``LLM_COURSE_TEST_BOOK`` to a built ``_build/html``
+folder tests that build instead of making one.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import shutil
@@ -45,18 +51,54 @@ def pages(html: Path):
             yield page
 
 
-@pytest.fixture(scope="module")
-def build(tmp_path_factory) -> tuple[Path, str]:
+BUILD_DIR = ROOT / "_build" / "test-book"
+PREBUILT_ENV_VAR = "LLM_COURSE_TEST_BOOK"
+
+
+def _jupyter_book() -> str:
+    return str(JUPYTER_BOOK) if JUPYTER_BOOK.exists() else "jupyter-book"
+
+
+def build_book() -> tuple[Path, str]:
+    """(the built ``html`` folder, the build log): built once per test run, shared by files.
+
+    Each run starts from an empty output folder, so that every page is read again and a
+    warning in an unchanged page still fails the build (an incremental Sphinx build would
+    not repeat it); the notebooks' outputs come from the execution cache.
+    """
+    if os.environ.get(PREBUILT_ENV_VAR):
+        html = Path(os.environ[PREBUILT_ENV_VAR])
+        log = html.parents[1] / "build.log"
+        return html, log.read_text() if log.is_file() else ""
     if not (ROOT / "node_modules" / "requirejs").is_dir():
         pytest.fail("node_modules/ is missing: run `npm ci` (or `make book` / `make test`)")
-    out = tmp_path_factory.mktemp("book")
-    env = {**os.environ, "LLM_COURSE_BOOK": "1"}
-    cmd = [str(JUPYTER_BOOK) if JUPYTER_BOOK.exists() else "jupyter-book",
-           "build", str(ROOT), "--path-output", str(out), "-W", "-n", "--keep-going"]
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
-    log = proc.stdout + proc.stderr
-    assert proc.returncode == 0 and "build succeeded" in log, log[-6000:]
-    return out / "_build" / "html", log
+    run_id = os.environ.get("PYTEST_XDIST_TESTRUNUID") or f"pid-{os.getpid()}"
+    html, log_file, stamp = BUILD_DIR / "_build" / "html", BUILD_DIR / "build.log", BUILD_DIR / "run-id"
+    BUILD_DIR.mkdir(parents=True, exist_ok=True)
+    with open(BUILD_DIR / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        run, _, status = stamp.read_text().partition(" ") if stamp.is_file() else ("", "", "")
+        if run == run_id:  # built (or failed) earlier in this test run: never build twice
+            log = log_file.read_text()
+            assert status == "ok", "the book build failed earlier in this run:\n" + log[-6000:]
+            return html, log
+        stamp.unlink(missing_ok=True)
+        shutil.rmtree(BUILD_DIR / "_build", ignore_errors=True)
+        env = {**os.environ, "LLM_COURSE_BOOK": "1"}
+        cmd = [_jupyter_book(), "build", str(ROOT), "--path-output", str(BUILD_DIR),
+               "-W", "-n", "--keep-going"]
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
+        log = proc.stdout + proc.stderr
+        log_file.write_text(log)
+        ok = proc.returncode == 0 and "build succeeded" in log
+        stamp.write_text(f"{run_id} {'ok' if ok else 'failed'}")
+        assert ok, log[-6000:]
+    return html, log
+
+
+@pytest.fixture(scope="module")
+def build() -> tuple[Path, str]:
+    return build_book()
 
 
 @pytest.fixture(scope="module")
@@ -127,13 +169,25 @@ def test_lab_page_is_the_student_version(html: Path):
 
 def test_warm_rebuild_is_fast(html: Path, tmp_path: Path):
     """A second build that finds everything in the execution cache executes nothing."""
-    out = html.parents[1]
-    cmd = [str(JUPYTER_BOOK) if JUPYTER_BOOK.exists() else "jupyter-book",
-           "build", str(ROOT), "--path-output", str(out), "--all"]
+    if os.environ.get(PREBUILT_ENV_VAR):
+        pytest.skip(f"{PREBUILT_ENV_VAR} is set: testing a given build, not building")
+    # Into a folder of its own: the shared build stays as it was for the browser test.
+    cmd = [_jupyter_book(), "build", str(ROOT), "--path-output", str(tmp_path), "--all"]
     env = {**os.environ, "LLM_COURSE_BOOK": "1"}
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-4000:]
     assert "Executed notebook" not in log, "a warm rebuild re-executed a page"
     assert "Using cached notebook" in log
-    shutil.rmtree(out / "_build" / "jupyter_execute", ignore_errors=True)
+    shutil.rmtree(tmp_path / "_build", ignore_errors=True)
+
+
+def test_intro_has_a_clickable_course_map(html: Path):
+    """The landing page's map: an accessible SVG whose 16 boxes link to the 16 chapters."""
+    text = (html / "book" / "intro.html").read_text(encoding="utf-8")
+    svg = re.search(r'<svg[^>]*class="llm-course-map".*?</svg>', text, re.S)
+    assert svg, "no course map on the landing page"
+    assert 'role="img"' in svg.group(0) and "<title" in svg.group(0) and "<desc" in svg.group(0)
+    links = re.findall(r'<a href="([0-9]{2}-[^"]+\.html)" aria-label="Chapter [0-9]{2}: [^"]+"', svg.group(0))
+    chapters = sorted(p.stem for p in (ROOT / "book").glob("[0-9][0-9]-*.md"))
+    assert sorted(link[:-5] for link in links) == chapters

@@ -73,6 +73,15 @@ MATHJAX_HUB_SHIM = """(function () {
     get: function () { return current; }, set: function (v) { current = addHub(v); } });
 })();"""
 
+# The widget manager's webpack bundle loads its Font Awesome fonts from the folder require.js
+# resolves its AMD module id ("@jupyter-widgets/html-manager/dist/libembed-amd") to: by
+# default the page's own folder (book/@jupyter-widgets/..., a 404). A global `require`
+# defined before require.js loads is its initial config: map that id to the vendored copy.
+REQUIRE_WIDGETS_PATH = (
+    'var require = {paths: {"@jupyter-widgets/html-manager/dist": '
+    'window.LLM_COURSE_VENDOR + "html-manager"}};'
+)
+
 _FONT_SUFFIXES = (".woff2", ".woff", ".ttf", ".eot", ".svg")
 
 
@@ -260,6 +269,7 @@ def add_page_assets(
     )
     if has_widgets:
         add_js(None, body=MATHJAX_HUB_SHIM, priority=1)
+        add_js(None, body=REQUIRE_WIDGETS_PATH, priority=2)
     _colab_only_for_notebooks(context)
     body = context.get("body", "")
     # Widget state (e.g. an Output widget holding a figure) is an inline script in <head>.
