@@ -10,6 +10,9 @@ Four ways to make a trained network cheaper to store or to run:
 * **distillation** trains a small student to match a large teacher's softened distribution;
 * **low-rank factorisation** replaces W (out, in) by B (out, r) · A (r, in) from a truncated SVD.
 
+Quality is measured with ``perplexity``: a causal LM's held-out perplexity over a long token
+sequence, in (optionally overlapping) windows that fit the model's context.
+
 Everything works on ``nn.Linear`` layers, so it applies alike to ``llm_course.transformer``
 models and to Hugging Face models (SmolLM2). Conventions: a Linear weight has shape
 (out_features, in_features); "per channel" means one scale per OUTPUT channel (per row).
@@ -17,6 +20,7 @@ models and to Hugging Face models (SmolLM2). Conventions: a Linear weight has sh
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Iterable
 
 import torch
@@ -266,6 +270,63 @@ def model_size_bytes(model: nn.Module) -> int:
             seen.add(t.data_ptr())
             total += t.numel() * t.element_size()
     return total
+
+
+# --------------------------------------------------------------------------- evaluation
+
+@torch.inference_mode()
+def perplexity(model: nn.Module, ids: Tensor, window: int, stride: int | None = None,
+               batch_size: int = 8) -> tuple[float, int]:
+    """Perplexity of a causal language model on one long sequence of token ids, in windows.
+
+    A model sees at most ``window`` tokens at a time, so the sequence is cut into windows of
+    that length starting every ``stride`` tokens. Each window scores only the targets that no
+    earlier window scored — with ``stride = window`` (the default) the windows do not overlap
+    and a window's first token goes unscored (nothing before it in the window to predict it
+    from); with ``stride < window`` every token after the first is scored exactly once, with at
+    least ``window − stride`` tokens of context (the "sliding window" evaluation: better
+    context, ``window / stride`` times the compute). The last window is moved back to end at
+    the sequence's end, so all windows have one length and run in batches of ``batch_size``.
+
+    ``model(x)`` maps ids (B, L) to logits (B, L, V), or to an object with ``.logits`` (Hugging
+    Face models). Returns (exp(mean negative log-likelihood of the scored tokens), how many
+    tokens were scored).
+    """
+    if not isinstance(ids, Tensor) or ids.dim() != 1 or ids.is_floating_point() or ids.numel() < 2:
+        raise ValueError(f"ids must be a 1-D integer tensor of at least 2 token ids, got {_describe(ids)}")
+    if isinstance(window, bool) or not isinstance(window, int) or window < 2:
+        raise ValueError(f"window must be an int ≥ 2, got {window!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    stride = window if stride is None else stride
+    if isinstance(stride, bool) or not isinstance(stride, int) or not 1 <= stride <= window:
+        raise ValueError(f"stride must be an int in [1, window={window}], got {stride!r}")
+    n = ids.numel()
+    window = min(window, n)
+    starts = list(range(0, n - window + 1, stride))
+    if starts[-1] + window < n:  # a last window, ending exactly at the end of the sequence
+        starts.append(n - window)
+    # First position each window scores: the one after the previous window's end (the first
+    # window: position 1). In window coordinates, logit i predicts position start + 1 + i.
+    first, scored_to = [], 1
+    for s in starts:
+        first.append(max(scored_to, s + 1) - s - 1)
+        scored_to = s + window
+    device = next(iter(model.parameters()), ids).device
+    was_training = model.training
+    model.eval()  # no dropout while measuring
+    total, count = 0.0, 0
+    position = torch.arange(window - 1, device=device)
+    for b in range(0, len(starts), batch_size):
+        x = torch.stack([ids[s:s + window] for s in starts[b:b + batch_size]]).long().to(device)
+        out = model(x)
+        logits = getattr(out, "logits", out)
+        nll = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), x[:, 1:].flatten(), reduction="none")
+        keep = position[None, :] >= torch.tensor(first[b:b + batch_size], device=device)[:, None]
+        total += nll.view(keep.shape)[keep].double().sum().item()
+        count += int(keep.sum())
+    model.train(was_training)
+    return math.exp(total / count), count
 
 
 # --------------------------------------------------------------------------- pruning

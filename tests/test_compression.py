@@ -1,6 +1,10 @@
 """llm_course.compression against independent references: hand-computed cases, PyTorch's own
 quantisers (torch.quantize_per_tensor / per_channel), torch.nn.utils.prune, F.kl_div, and the
-Eckart–Young theorem for the truncated SVD."""
+Eckart–Young theorem for the truncated SVD; windowed perplexity against per-token log-probabilities
+added up by hand."""
+
+import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -10,7 +14,7 @@ from torch.nn.utils import prune
 
 from llm_course.compression import (QuantizedLinear, absmax_quantize, dequantize, distillation_loss,
                                     low_rank_factorize, magnitude_mask, magnitude_prune, model_size_bytes,
-                                    pack_int4, prune_ffn_neurons, quantize_model, rank_for_energy, sparsity_of,
+                                    pack_int4, perplexity, prune_ffn_neurons, quantize_model, rank_for_energy, sparsity_of,
                                     unpack_int4, zeropoint_quantize)
 from llm_course.transformer import DecoderOnly, FeedForward, ModelConfig
 
@@ -266,6 +270,83 @@ def test_rank_for_energy():
     assert low_rank_factorize(nn.Linear(6, 6), energy=1.0)[0].out_features == 6
 
 
+# --------------------------------------------------------------------------- windowed perplexity
+
+class Bigram(nn.Module):
+    """logits_t = table[x_t]: the prediction of token t + 1 depends on token t only."""
+
+    def __init__(self, vocab=7):
+        super().__init__()
+        self.table = nn.Embedding(vocab, vocab)
+
+    def forward(self, x):
+        return self.table(x)
+
+
+class Trigram(Bigram):
+    """logits_t = table[x_t] + prev[x_{t−1}] (nothing before a window's first token): a receptive
+    field of two tokens, so any window that holds both gives the full-sequence answer."""
+
+    def __init__(self, vocab=7):
+        super().__init__(vocab)
+        self.prev = nn.Embedding(vocab, vocab)
+
+    def forward(self, x):
+        shifted = F.pad(self.prev(x)[:, :-1], (0, 0, 1, 0))
+        return self.table(x) + shifted
+
+
+def _bigram_nll_by_hand(model, ids, targets):
+    """Sum of −log p(ids[t] | ids[t−1]) over the target positions, one softmax row at a time."""
+    logp = torch.log_softmax(model.table.weight.detach().double(), -1)
+    return sum(-logp[ids[t - 1], ids[t]].item() for t in targets)
+
+
+@pytest.mark.parametrize("n, window, stride, targets", [
+    (10, 4, None, [1, 2, 3, 5, 6, 7, 8, 9]),  # windows at 0, 4 and 6 (moved back to end at 10): 4 unscored
+    (10, 4, 2, range(1, 10)),                  # sliding: every token after the first, once
+    (10, 16, None, range(1, 10)),              # one window longer than the text
+    (23, 5, 3, range(1, 23)),
+])
+def test_perplexity_scores_each_target_once(n, window, stride, targets):
+    torch.manual_seed(0)
+    model, ids = Bigram(), torch.randint(0, 7, (n,))
+    ppl, count = perplexity(model, ids, window, stride, batch_size=2)
+    assert count == len(targets)
+    assert ppl == pytest.approx(math.exp(_bigram_nll_by_hand(model, ids, targets) / len(targets)), rel=1e-5)
+
+
+def test_sliding_window_equals_full_context_for_a_short_memory_model():
+    torch.manual_seed(1)
+    model, ids = Trigram(), torch.randint(0, 7, (100,))
+    full = F.cross_entropy(model(ids[None])[0, :-1], ids[1:]).item()
+    # window − stride ≥ 2: every scored prediction sees both tokens it depends on
+    ppl, count = perplexity(model, ids, window=16, stride=8, batch_size=3)
+    assert count == 99 and ppl == pytest.approx(math.exp(full), rel=1e-5)
+    # without overlap, predictions at a window's start lose their context: a different number
+    assert perplexity(model, ids, window=16)[0] != pytest.approx(math.exp(full), rel=1e-3)
+
+
+def test_perplexity_of_a_gpt_and_a_hugging_face_style_output():
+    torch.manual_seed(2)
+    model = DecoderOnly(ModelConfig(11, d_model=16, num_heads=2, num_layers=1, max_len=32)).eval()
+    ids = torch.randint(0, 11, (64,))
+    with torch.no_grad():
+        x = ids.view(2, 32)
+        expected = math.exp(F.cross_entropy(model(x)[:, :-1].flatten(0, 1), x[:, 1:].flatten()).item())
+    assert perplexity(model, ids, 32) == (pytest.approx(expected, rel=1e-5), 62)
+
+    class HF(nn.Module):  # transformers models return an object with .logits
+        def __init__(self):
+            super().__init__()
+            self.inner = model
+
+        def forward(self, x):
+            return SimpleNamespace(logits=self.inner(x))
+
+    assert perplexity(HF(), ids, 32)[0] == pytest.approx(expected, rel=1e-5)
+
+
 # --------------------------------------------------------------------------- bad input
 
 def test_bad_inputs_name_the_argument():
@@ -305,3 +386,13 @@ def test_bad_inputs_name_the_argument():
         low_rank_factorize(nn.Linear(4, 4))
     with pytest.raises(ValueError, match="energy"):
         rank_for_energy(torch.ones(3), 0.0)
+    for bad_ids in (torch.ones(1, dtype=torch.long), torch.ones(2, 5, dtype=torch.long), torch.rand(8)):
+        with pytest.raises(ValueError, match="ids"):
+            perplexity(Bigram(), bad_ids, 4)
+    with pytest.raises(ValueError, match="window"):
+        perplexity(Bigram(), torch.ones(8, dtype=torch.long), 1)
+    for bad in (0, 5):
+        with pytest.raises(ValueError, match="stride"):
+            perplexity(Bigram(), torch.ones(8, dtype=torch.long), 4, stride=bad)
+    with pytest.raises(ValueError, match="batch_size"):
+        perplexity(Bigram(), torch.ones(8, dtype=torch.long), 4, batch_size=0)
