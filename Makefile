@@ -5,7 +5,7 @@ BIN    := $(abspath $(VENV))/bin
 # nbgrader shells out to alembic and jupyter: the venv's bin/ must be on PATH.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup book test lab labs bench clean
+.PHONY: setup book test test-browser lab labs bench gpu-check clean
 
 setup: $(VENV)/.installed
 
@@ -28,6 +28,10 @@ book: setup node_modules/.installed
 test: setup node_modules/.installed
 	$(BIN)/python -m pytest
 
+# Only the book build and its browser test (make test runs them too; they skip without Chromium).
+test-browser: setup node_modules/.installed
+	$(BIN)/python -m pytest -p no:xdist -o addopts="" tests/test_book_build.py tests/test_browser.py
+
 lab: setup
 	$(BIN)/jupyter lab --ServerApp.root_dir=$(CURDIR) $(if $(filter 0,$(shell id -u)),--allow-root)
 
@@ -37,10 +41,11 @@ labs: setup
 	$(BIN)/python -m grader release
 
 bench: setup
-	$(BIN)/python bench/attention.py
-	$(BIN)/python bench/tokenizers.py
-	$(BIN)/python bench/training.py
-	$(BIN)/python bench/vectordb.py
+	$(BIN)/python bench/run_all.py
+
+# On a CUDA machine: the GPU tests, then training speed and model FLOPs utilisation.
+gpu-check: setup
+	$(BIN)/python bench/gpu_check.py
 
 clean:
 	rm -rf _build .jupyter_cache

@@ -1,6 +1,6 @@
 """Training speed: the course's GPT against the same model built from PyTorch's own layers, in one run.
 
-    python bench/training.py [--steps 20] [--batch 32] [--block 128] [--device cpu] [--json results.json]
+    python bench/training.py [--steps 20] [--batch 32] [--block 128] [--device cpu]
 
 Both models: 4 pre-norm blocks, d_model 128, 4 heads, GELU FFN of 4·d, learned positions, tied output
 layer, no dropout — the recipe of configs/shakespeare_char.toml. One training step = forward, cross-entropy,
@@ -8,13 +8,14 @@ backward, AdamW step. Rows:
   * ours, as the trainer builds it (``build_model``: torch's fused LayerNorm kernel);
   * ours, plain ``DecoderOnly`` (the course's hand-written LayerNorm);
   * torch: ``nn.TransformerEncoder`` of ``nn.TransformerEncoderLayer(norm_first=True)`` with a causal mask.
-Printed: tokens/s of each and ours / torch (higher is better for us; target ≥ 1.0).
+Printed and saved (``results.save("training", ...)``): tokens/s of each, ratio = ours / torch
+(> 1: ours faster; target ≥ 1.0 for the trainer's model), and the peak memory of one training
+step (measured after the timings, see results.py).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -27,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from llm_course.device import get_device  # noqa: E402
 from llm_course.training import TrainConfig, build_model  # noqa: E402
 from llm_course.transformer import DecoderOnly  # noqa: E402
+from results import measure_peak_mb, row, save  # noqa: E402
 
 TARGET = 1.0
 
@@ -53,7 +55,8 @@ class TorchGPT(nn.Module):
         return self.head(self.norm(h))
 
 
-def tokens_per_second(model: nn.Module, batch: int, block: int, vocab: int, steps: int, device) -> float:
+def training_step(model: nn.Module, batch: int, block: int, vocab: int, device):
+    """A no-argument callable: one step (forward, cross-entropy, backward, AdamW) on fixed random data."""
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     gen = torch.Generator().manual_seed(0)
     x = torch.randint(vocab, (batch, block), generator=gen).to(device)
@@ -64,7 +67,10 @@ def tokens_per_second(model: nn.Module, batch: int, block: int, vocab: int, step
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+    return step
 
+
+def tokens_per_second(step, tokens_per_step: int, steps: int, device) -> float:
     for _ in range(3):  # warm-up: allocator, kernels, AdamW state
         step()
     if device.type == "cuda":
@@ -74,10 +80,10 @@ def tokens_per_second(model: nn.Module, batch: int, block: int, vocab: int, step
         step()
     if device.type == "cuda":
         torch.cuda.synchronize()
-    return steps * batch * block / (time.perf_counter() - start)
+    return steps * tokens_per_step / (time.perf_counter() - start)
 
 
-def run(steps: int, batch: int, block: int, device: torch.device) -> dict:
+def run(steps: int, batch: int, block: int, device: torch.device) -> list[dict]:
     vocab = 84
     cfg = TrainConfig(block_size=block)
     torch.manual_seed(0)
@@ -86,15 +92,15 @@ def run(steps: int, batch: int, block: int, device: torch.device) -> dict:
         "ours (plain DecoderOnly)": DecoderOnly(cfg.model_config(vocab)),
         "torch TransformerEncoderLayer": TorchGPT(vocab, cfg.d_model, cfg.num_heads, cfg.num_layers, block),
     }
-    rows = {}
-    for name, model in models.items():
-        model.to(device).train()
-        rows[name] = {"params": sum(p.numel() for p in model.parameters()),
-                      "tokens_per_s": tokens_per_second(model, batch, block, vocab, steps, device)}
-    torch_speed = rows["torch TransformerEncoderLayer"]["tokens_per_s"]
-    for row in rows.values():
-        row["ratio_vs_torch"] = row["tokens_per_s"] / torch_speed
-    return rows
+    step_fns = {name: training_step(model.to(device).train(), batch, block, vocab, device)
+                for name, model in models.items()}
+    speed = {name: tokens_per_second(fn, batch * block, steps, device) for name, fn in step_fns.items()}
+    peak = {name: measure_peak_mb(fn, device) for name, fn in step_fns.items()}  # after all timings
+    peer = "torch TransformerEncoderLayer"
+    return [row(name, speed[name], speed[peer], peer, "tokens/s", higher_is_better=True,
+                target=TARGET if name.startswith("ours (trainer") else None, peak_mb=peak[name],
+                peer_peak_mb=peak[peer], params=sum(p.numel() for p in models[name].parameters()))
+            for name in models if name != peer]
 
 
 def main() -> None:
@@ -103,20 +109,19 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--block", type=int, default=128)
     parser.add_argument("--device", default=None, help="cpu, cuda, mps (default: best available)")
-    parser.add_argument("--json", type=Path, help="also write the rows to this file")
     args = parser.parse_args()
     device = get_device(args.device)
     rows = run(args.steps, args.batch, args.block, device)
     print(f"training step (forward + backward + AdamW), batch {args.batch} × block {args.block}, "
           f"{args.steps} steps, {device}, {torch.get_num_threads()} threads")
-    print(f"{'model':34s} {'params':>9s} {'tokens/s':>10s} {'ours/torch':>10s}")
-    for name, row in rows.items():
-        print(f"{name:34s} {row['params']:9,d} {row['tokens_per_s']:10,.0f} {row['ratio_vs_torch']:10.2f}")
-    ratio = rows["ours (trainer: fused LayerNorm)"]["ratio_vs_torch"]
+    print(f"{'model':34s} {'params':>9s} {'tokens/s':>10s} {'torch':>10s} {'ratio':>6s} {'peak MB':>8s}")
+    for r in rows:
+        print(f"{r['case']:34s} {r['params']:9,d} {r['ours']:10,.0f} {r['peer']:10,.0f} {r['ratio']:6.2f} "
+              f"{r['peak_mb'] or float('nan'):8.1f}")
+    ratio = rows[0]["ratio"]
     print(f"ratio (ours as trained / torch) = {ratio:.2f}  (target ≥ {TARGET}: {'met' if ratio >= TARGET else 'NOT met'})")
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=2))
-
+    meta = {"device": str(device), "steps": args.steps, "batch": args.batch, "block": args.block}
+    print(f"results: {save('training', rows, meta)}")
 
 if __name__ == "__main__":
     main()

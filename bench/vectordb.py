@@ -1,6 +1,6 @@
 """Vector search speed and recall: the library's Index against FAISS and hnswlib, in one run.
 
-    python bench/vectordb.py [--n 100000] [--queries 1000] [--datasets minilm random] [--json out.json]
+    python bench/vectordb.py [--n 100000] [--queries 1000] [--datasets minilm random]
 
 On the same vectors (unit length, inner product = cosine):
   * "minilm": MiniLM embeddings of the distinct Shakespeare lines (103,658; the last
@@ -15,13 +15,13 @@ Rows:
     fastest setting of each method that reaches it. Index(kind="ivf") (nprobe sweep) vs
     hnswlib (ef sweep) — target ≥ 0.5× — and vs faiss.IndexIVFFlat (same nlist, nprobe sweep)
     — target ≥ 0.25×. Index(kind="ivfpq") is reported too (no target).
-Each timing is the best of --repeats runs over all the queries in one batch.
+Each timing is the best of --repeats runs over all the queries in one batch. The rows go to
+``results.save("vectordb", ...)`` (bench/results.py), with the peak memory of each of our searches.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -31,6 +31,7 @@ import torch
 
 # the repo root instead of bench/: bench/tokenizers.py would shadow the tokenizers package MiniLM needs
 sys.path[0] = str(Path(__file__).resolve().parents[1])
+from bench.results import measure_peak_mb, row, save  # noqa: E402
 from llm_course.vectordb import Index, embed_cached, normalize, recall_at_k, shakespeare_lines  # noqa: E402
 
 TARGETS = {"exact_vs_faiss_flat": 0.8, "ivf_vs_hnswlib": 0.5, "ivf_vs_faiss_ivf": 0.25}
@@ -96,6 +97,8 @@ def run(name: str, n: int, nq: int, k: int, repeats: int, nlist: int | None, pq:
     result["exact_qps"] = {"ours": nq / best_time(lambda: flat.search(q, k), repeats),
                            "faiss": nq / best_time(lambda: ref.search(qn, k), repeats),
                            "torch_matmul_topk": nq / best_time(lambda: (q @ x.T).topk(k, dim=1), repeats)}
+    result["exact_peak_mb"] = {"ours": measure_peak_mb(lambda: flat.search(q, k)),
+                               "faiss": measure_peak_mb(lambda: ref.search(qn, k))}
     faiss_ids = torch.from_numpy(ref.search(qn, k)[1])
     result["exact_agreement_with_faiss"] = recall_at_k(faiss_ids, truth)
     print("  exact:", {key: round(v) for key, v in result["exact_qps"].items()},
@@ -145,6 +148,8 @@ def run(name: str, n: int, nq: int, k: int, repeats: int, nlist: int | None, pq:
     best = {m: fastest_at_recall([r for r in rows if r["method"] == m])
             for m in ("ours IVF", "ours IVF-PQ", "faiss IVF", "hnswlib")}
     result["best_at_recall"] = best
+    if best["ours IVF"]:
+        result["ivf_peak_mb"] = measure_peak_mb(lambda: ivf.search(q, k, nprobe=best["ours IVF"]["setting"]))
 
     def ratio(a, b):
         return best[a]["qps"] / best[b]["qps"] if best[a] and best[b] else None
@@ -167,7 +172,6 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="threads for all libraries (default: torch's)")
     parser.add_argument("--no-pq", action="store_true", help="skip IVF-PQ (its training is the slowest step)")
-    parser.add_argument("--json", type=Path, help="also write the results to this file")
     args = parser.parse_args()
     import faiss
     import hnswlib  # noqa: F401
@@ -196,10 +200,26 @@ def main() -> None:
                   f"{'-' if value is None else f'{value:.2f}':>6} {TARGETS[key]:>7} {met:>5}")
         print(f"{r['dataset']:<8} ours IVF-PQ (refine 10): {show(b['ours IVF-PQ'])}; build seconds "
               + ", ".join(f"{k} {v:.1f}" for k, v in r["build_s"].items()))
-    if args.json:
-        args.json.write_text(json.dumps({"benchmark": "vectordb", "threads": threads, "targets": TARGETS,
-                                         "recall_target": RECALL, "results": results}, indent=2, default=str))
+    save("vectordb", [r for res in results for r in result_rows(res, args.k)],
+         meta={"threads": threads, "k": args.k, "recall_target": RECALL,
+               "sweeps": {res["dataset"]: res["sweeps"] for res in results}})
 
+
+def result_rows(res: dict, k: int) -> list[dict]:
+    """The three target ratios of one dataset as results rows (queries/s: higher is better)."""
+    name, best = res["dataset"], res["best_at_recall"]
+    size = f"{res['n'] // 1000}k × 384, {res['queries']} queries"
+    rows = [row(f"{name}: exact search ({size})", res["exact_qps"]["ours"], res["exact_qps"]["faiss"],
+                "faiss IndexFlatIP", "queries/s", higher_is_better=True, target=TARGETS["exact_vs_faiss_flat"],
+                peak_mb=res["exact_peak_mb"]["ours"], peer_peak_mb=res["exact_peak_mb"]["faiss"])]
+    ours = best["ours IVF"]
+    for key, peer in (("ivf_vs_hnswlib", "hnswlib"), ("ivf_vs_faiss_ivf", "faiss IVF")):
+        theirs = best[peer]
+        rows.append(row(f"{name}: IVF at recall@{k} ≥ {RECALL} vs {peer}", ours["qps"] if ours else float("nan"),
+                        theirs["qps"] if theirs else None, peer, "queries/s", higher_is_better=True,
+                        target=TARGETS[key], peak_mb=res.get("ivf_peak_mb"),
+                        ours_setting=ours and ours["setting"], peer_setting=theirs and theirs["setting"]))
+    return rows
 
 if __name__ == "__main__":
     main()

@@ -65,3 +65,35 @@ def quick_mode() -> bool:
     budget; a reader or learner runs the full size.
     """
     return os.environ.get(QUICK_ENV_VAR, "") == "1"
+
+
+# Dense (no structured sparsity) bf16 tensor-core peaks in FLOP/s, from NVIDIA's datasheets; the
+# denominator of MFU (model FLOPs utilisation). Matched in order against the CUDA device name,
+# so the more specific names come first ("H100 PCIe" before "H100", "A100" before "A10").
+PEAK_BF16_FLOPS: list[tuple[str, float]] = [
+    ("H200", 989.4e12),
+    ("H100 PCIe", 756.0e12),
+    ("H100", 989.4e12),  # SXM ("NVIDIA H100 80GB HBM3")
+    ("A100", 312.0e12),
+    ("L40S", 362.05e12),
+    ("L40", 181.05e12),
+    ("L4", 121.0e12),
+]
+
+
+def peak_bf16_flops(device_name: str | None = None) -> float | None:
+    """The GPU's dense bf16 peak in FLOP/s, or None if it is not in ``PEAK_BF16_FLOPS``.
+
+    ``device_name`` defaults to the current CUDA device's name (None without CUDA).
+
+    >>> peak_bf16_flops("NVIDIA H100 80GB HBM3")
+    989400000000000.0
+    """
+    if device_name is None:
+        if not torch.cuda.is_available():
+            return None
+        device_name = torch.cuda.get_device_name()
+    for key, flops in PEAK_BF16_FLOPS:
+        if key.lower() in device_name.lower():
+            return flops
+    return None

@@ -57,6 +57,29 @@ def test_exact_search_matches_faiss_flat_ip():
     assert np.array_equal(ids.numpy(), ref_ids)
 
 
+@pytest.mark.parametrize("query_block, vector_block", [(7, 9), (50, 2000), (16, 3), (1024, 4096)])
+def test_blocked_exact_search_matches_faiss_flat_ip(query_block, vector_block):
+    faiss = pytest.importorskip("faiss")
+    x, q = unit(2000, 32), unit(50, 32, seed=1)
+    ref = faiss.IndexFlatIP(32)
+    ref.add(x.numpy())
+    ref_scores, ref_ids = ref.search(q.numpy(), 10)
+    # ragged tiles on both axes, and tiles smaller than k (vector_block 3 < k 10)
+    scores, ids = vdb.exact_search_blocked(q, x, 10, query_block=query_block, vector_block=vector_block)
+    assert np.allclose(scores.numpy(), ref_scores, atol=1e-5)
+    assert np.array_equal(ids.numpy(), ref_ids)
+
+
+def test_blocked_exact_search_rejects_bad_blocks():
+    x, q = unit(20, 8), unit(3, 8, seed=1)
+    with pytest.raises(ValueError, match="vector_block"):
+        vdb.exact_search_blocked(q, x, 2, vector_block=0)
+    with pytest.raises(ValueError, match="query_block"):
+        vdb.exact_search_blocked(q, x, 2, query_block=-1)
+    with pytest.raises(ValueError, match="k"):
+        vdb.exact_search_blocked(q, x, 21)
+
+
 def test_exact_search_ties_give_the_same_scores_and_tied_sets():
     faiss = pytest.importorskip("faiss")
     base = unit(20, 8)
