@@ -289,21 +289,8 @@ def _timed_out(replies: list[dict]) -> bool:
 
 def _responsive(client: NotebookClient) -> bool:
     """After an interrupt: True if the kernel answers a trivial request within RECOVERY_S."""
-
-    async def probe() -> bool:
-        kc = client.kc
-        msg_id = kc.execute("pass", store_history=False, silent=True)
-        deadline = time.monotonic() + RECOVERY_S
-        while (left := deadline - time.monotonic()) > 0:
-            try:
-                msg = await kc.get_shell_msg(timeout=left)
-            except Empty:
-                return False
-            if msg.get("parent_header", {}).get("msg_id") == msg_id:
-                return True
-        return False
-
     try:
-        return bool(run_sync(probe)())
+        msg_id = client.kc.execute("pass", store_history=False, silent=True)
     except Exception:
         return False
+    return _wait_reply(client, msg_id, RECOVERY_S)
