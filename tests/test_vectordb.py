@@ -70,6 +70,54 @@ def test_blocked_exact_search_matches_faiss_flat_ip(query_block, vector_block):
     assert np.array_equal(ids.numpy(), ref_ids)
 
 
+@pytest.mark.parametrize("query_block, vector_block, per_tile, k", [
+    (7, 9, 2, 10), (50, 2000, 16, 10), (16, 3, 1, 10), (1024, 4096, 16, 25), (8, 100, 4, 300)])
+def test_bf16_exact_search_matches_faiss_flat_ip(query_block, vector_block, per_tile, k):
+    faiss = pytest.importorskip("faiss")
+    x, q = unit(2000, 32), unit(50, 32, seed=1)
+    ref = faiss.IndexFlatIP(32)
+    ref.add(x.numpy())
+    ref_scores, ref_ids = ref.search(q.numpy(), k)
+    # ragged tiles, tiles smaller than k, per_tile < k, and k much larger than per_tile
+    scores, ids = vdb.exact_search_bf16(q, x, k, query_block=query_block, vector_block=vector_block,
+                                        per_tile=per_tile)
+    assert np.allclose(scores.numpy(), ref_scores, atol=1e-5)
+    assert np.array_equal(ids.numpy(), ref_ids)
+
+
+def test_bf16_error_bound_holds_and_is_about_three_bf16_roundoffs():
+    torch.manual_seed(0)
+    for d in (8, 384, 4096):
+        q, x = torch.randn(64, d), torch.randn(512, d) * torch.rand(512, 1) * 10
+        bf16 = torch.mm(q.bfloat16(), x.bfloat16().T).double()
+        exact = q.double() @ x.double().T
+        worst = ((bf16 - exact).abs() / (q.norm(dim=1)[:, None] * x.norm(dim=1)).double()).max()
+        assert worst <= vdb.bf16_error_bound(d)
+    assert 3 * 2 ** -8 < vdb.bf16_error_bound(384) < 3.1 * 2 ** -8
+
+
+def test_bf16_exact_search_is_exact_when_many_scores_are_within_the_error_bound():
+    # 4000 vectors all within 1e-3 of the query: every bf16 score ties with the top k, most
+    # tiles overflow their per_tile slots, and the float32 re-score must still pick the exact top k
+    base = unit(1, 64)
+    x = vdb.normalize(base + 1e-3 * torch.randn(4000, 64, generator=torch.Generator().manual_seed(1)))
+    q = vdb.normalize(base + 1e-3 * torch.randn(3, 64, generator=torch.Generator().manual_seed(2)))
+    exact_scores, exact_ids = vdb.exact_search(q, x, 10)
+    scores, ids = vdb.exact_search_bf16(q, x, 10, vector_block=512)
+    assert torch.equal(ids, exact_ids)
+    assert torch.allclose(scores, exact_scores, atol=1e-6)
+
+
+def test_bf16_exact_search_rejects_a_mismatched_copy():
+    x, q = unit(20, 8), unit(3, 8, seed=1)
+    with pytest.raises(ValueError, match="vectors_bf16"):
+        vdb.exact_search_bf16(q, x, 2, vectors_bf16=x)  # float32, not bf16
+    with pytest.raises(ValueError, match="vectors_bf16"):
+        vdb.exact_search_bf16(q, x, 2, vectors_bf16=x[:10].bfloat16())
+    with pytest.raises(ValueError, match="per_tile"):
+        vdb.exact_search_bf16(q, x, 2, per_tile=0)
+
+
 def test_blocked_exact_search_rejects_bad_blocks():
     x, q = unit(20, 8), unit(3, 8, seed=1)
     with pytest.raises(ValueError, match="vector_block"):
@@ -159,10 +207,32 @@ def test_ivf_with_every_list_probed_is_exact():
     assert torch.equal(i2, ei) and torch.allclose(s2, es, atol=1e-6)
 
 
-def test_batched_ivf_in_index_matches_the_readable_version():
+@pytest.mark.parametrize("metric", ["cosine", "ip"])
+def test_batched_ivf_in_index_is_exact_search_over_the_probed_clusters(metric):
+    x, q = unit(1500, 16) * (1 if metric == "cosine" else 3), unit(40, 16, seed=1)
+    index = Index(16, kind="ivf", nlist=20, metric=metric)
+    index.add(x)
+    # the Index probes the clusters whose centres score best under the metric (cosine: the
+    # centre's direction); within them it must find exactly what brute force finds
+    centres = vdb.normalize(index.centroids) if metric == "cosine" else index.centroids
+    for nprobe in (1, 3, 7):
+        s, i = index.search(q, 10, nprobe=nprobe)
+        probes = (q @ centres.T).topk(nprobe, dim=1).indices
+        for row in range(len(q)):
+            members = torch.isin(index.lists, probes[row]).nonzero().squeeze(1)
+            top = (x[members] @ q[row]).topk(min(10, len(members)))
+            assert torch.equal(i[row, :len(members)], members[top.indices])
+            assert torch.allclose(s[row, :len(members)], top.values, atol=1e-5)
+
+
+def test_ivf_in_index_and_the_readable_version_agree_when_probing_the_same_clusters():
+    # for unit centres, nearest in L2 = best cosine: both rules pick the same clusters
     x, q = unit(1500, 16), unit(40, 16, seed=1)
     index = Index(16, kind="ivf", nlist=20)
     index.add(x)
+    index.centroids = vdb.normalize(index.centroids)
+    index.lists = vdb.squared_distances(x, index.centroids).argmin(1)
+    index._cache.clear()
     for nprobe in (1, 3, 7):
         s, i = index.search(q, 10, nprobe=nprobe)
         rs, ri = vdb.ivf_search(q, x, index.centroids, index.lists, 10, nprobe)
