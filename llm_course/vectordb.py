@@ -687,6 +687,8 @@ class Index:
         q = self._prepare("queries", queries)
         _check_k(k, len(self), "vectors in the index")
         allowed = self._allowed(filter)
+        if len(q) == 0:  # an empty batch (e.g. the last slice of a stream) has empty answers
+            return torch.empty(0, k), torch.empty(0, k, dtype=torch.long)
         if self.kind == "flat":
             if allowed is None:
                 scores, rows = self._exact_search(q, self.vectors, k, subset=False)

@@ -437,3 +437,11 @@ def test_embed_matches_sentence_transformers():
     got = vdb.embed(sentences, batch_size=2)
     assert got.shape == (3, 384)
     assert torch.allclose(got, expected, atol=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf", "ivfpq"])
+def test_an_empty_batch_of_queries_gets_empty_answers(kind):
+    index = Index(8, kind=kind, nlist=4, m=2)
+    index.add(unit(300, 8))  # PQ needs ≥ 256 training vectors
+    scores, ids = index.search(torch.empty(0, 8), 3, nprobe=2)
+    assert scores.shape == ids.shape == (0, 3) and ids.dtype == torch.long
