@@ -12,6 +12,12 @@ which it needs first, is not). Prints both wall times, the ratio (target: ours �
 on this 2-core machine) and whether the scores agree, listing any submission whose do not.
 Results go to bench/out/grading.json through bench/results.py. Both tools grade in quick mode
 (LLM_COURSE_QUICK=1: the lab's closing cells train less), because our grader always does.
+
+Wall time depends on whoever else uses the machine, so the load average before the run is
+printed, and so is each tool's CPU time per submission (all its processes, kernels included),
+which load changes much less. The CPU time is read from a cpuacct cgroup made for each run
+(cgroup v1 ``/sys/fs/cgroup/cpuacct`` or v2 ``cpu.stat``, where this user may create one;
+otherwise it is reported as not measured).
 """
 from __future__ import annotations
 
@@ -74,13 +80,57 @@ def course_dir(tmp: Path, subs: dict[str, nbformat.NotebookNode]) -> Path:
     return course
 
 
-def timed(cmd: list[str], cwd: Path, env: dict[str, str]) -> float:
+CGROUP_V1 = Path("/sys/fs/cgroup/cpuacct")
+CGROUP_V2 = Path("/sys/fs/cgroup")
+
+
+def _new_cgroup(name: str) -> Path | None:
+    """A fresh CPU-accounting cgroup, or None where this user may not make one."""
+    for root in (CGROUP_V1, CGROUP_V2):
+        usage = "cpuacct.usage" if root == CGROUP_V1 else "cpu.stat"
+        if not (root / usage).exists() and not (root / "cgroup.procs").exists():
+            continue
+        group = root / f"bench-grading-{name}-{os.getpid()}"
+        try:
+            group.mkdir()
+        except OSError:
+            continue
+        if (group / usage).exists():
+            return group
+        group.rmdir()
+    return None
+
+
+def _cpu_seconds(group: Path) -> float:
+    if (group / "cpuacct.usage").exists():
+        return int((group / "cpuacct.usage").read_text()) / 1e9
+    stat = dict(line.split() for line in (group / "cpu.stat").read_text().splitlines())
+    return int(stat["usage_usec"]) / 1e6
+
+
+def timed(cmd: list[str], cwd: Path, env: dict[str, str], name: str) -> tuple[float, float | None]:
+    """(wall seconds, CPU seconds of the command and every process it started, or None)."""
+    group = _new_cgroup(name)
+
+    def join() -> None:  # in the child, before exec: everything it starts inherits the cgroup
+        try:
+            (group / "cgroup.procs").write_text(str(os.getpid()))
+        except OSError:
+            pass  # not allowed after all: usage stays 0, reported as not measured
+
     start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True,
+                          preexec_fn=join if group else None)
     seconds = time.perf_counter() - start
+    cpu = (_cpu_seconds(group) or None) if group else None
+    if group:
+        try:
+            group.rmdir()
+        except OSError:  # a process still in it (a kernel being reaped): left for the system
+            pass
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
-    return seconds
+    return seconds, cpu
 
 
 def main() -> None:
@@ -98,12 +148,13 @@ def main() -> None:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
            "PYTHONPATH": str(ROOT)}  # nbgrader_config.py imports grader.feedback
     nbgrader = [sys.executable, "-m", "nbgrader"]
-    timed([*nbgrader, "generate_assignment", LAB, "--force"], course, env)  # setup, not timed
+    timed([*nbgrader, "generate_assignment", LAB, "--force"], course, env, "setup")  # setup, not timed
 
-    ours_s = timed([sys.executable, "-m", "grader", "--root", str(ROOT), "autograde", str(course / "submitted"),
-                    "--assignment", LAB, "--out", str(tmp / "ours"), "--workers", str(args.workers), "--quiet"],
-                   ROOT, env)
-    peer_s = timed([*nbgrader, "autograde", LAB, "--force"], course, env)
+    load = os.getloadavg()[0]  # what others were doing just before (our own runs raise it)
+    ours_s, ours_cpu = timed([sys.executable, "-m", "grader", "--root", str(ROOT), "autograde",
+                              str(course / "submitted"), "--assignment", LAB, "--out", str(tmp / "ours"),
+                              "--workers", str(args.workers), "--quiet"], ROOT, env, "ours")
+    peer_s, peer_cpu = timed([*nbgrader, "autograde", LAB, "--force"], course, env, "nbgrader")
 
     from nbgrader.api import Gradebook
 
@@ -115,10 +166,15 @@ def main() -> None:
     honest_identical = not [s for s in HONEST if s in differ]
 
     ratio = peer_s / ours_s
-    print(f"{len(subs)} lab-{LAB[:2]} submissions, quick mode: {os.environ.get('LLM_COURSE_QUICK') == '1'}, "
-          f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}")
-    print(f"  python -m grader autograde --workers {args.workers}: {ours_s:7.1f} s")
-    print(f"  nbgrader autograde:                     {peer_s:7.1f} s")
+    n = len(subs)
+
+    def per_sub(cpu: float | None) -> str:
+        return "CPU not measured" if cpu is None else f"{cpu:6.1f} s CPU, {cpu / n:.2f} s CPU per submission"
+
+    print(f"{n} lab-{LAB[:2]} submissions, quick mode: {os.environ.get('LLM_COURSE_QUICK') == '1'}, "
+          f"{os.cpu_count()} cores, load average before the run {load:.1f}")
+    print(f"  python -m grader autograde --workers {args.workers}: {ours_s:7.1f} s  ({per_sub(ours_cpu)})")
+    print(f"  nbgrader autograde:                     {peer_s:7.1f} s  ({per_sub(peer_cpu)})")
     print(f"  ratio (nbgrader / ours): {ratio:.2f}×  (target ≥ {TARGET:g}×: {'met' if ratio >= TARGET else 'MISSED'})")
     print(f"  scores identical on honest submissions ({', '.join(HONEST)}): {honest_identical}")
     for s, (a, b) in differ.items():
@@ -128,6 +184,7 @@ def main() -> None:
     path = save("grading", [row(f"{len(subs)} lab-06 submissions, autograde", ours=ours_s, peer=peer_s,
                                 peer_name="nbgrader autograde", unit="s", higher_is_better=False, target=TARGET,
                                 peak_mb=None, workers=args.workers, honest_scores_identical=honest_identical,
+                                ours_cpu_s=ours_cpu, peer_cpu_s=peer_cpu, load_before=round(load, 2),
                                 differing={s: {"ours": a, "nbgrader": b} for s, (a, b) in differ.items()})],
                 meta={"submissions": len(subs), "quick": os.environ.get("LLM_COURSE_QUICK") == "1"})
     print(f"  saved {path}")

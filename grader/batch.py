@@ -15,6 +15,7 @@ import json
 import multiprocessing
 import os
 import re
+import threading
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,14 +128,15 @@ def autograde(folder: str | Path, course: Course | None = None, assignment: str 
     skipped = [s.key for s in subs if s not in todo]
     graded: list[str] = []
     digests = {s.key: sha256(s.path) for s in todo}
-    bar = tqdm(total=len(todo), desc="grading", unit="nb", disable=not progress)
-    if todo:
-        ctx = multiprocessing.get_context("spawn")
-        threads = max(1, (os.cpu_count() or 1) // workers)
-        with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=ctx,
-                                 initializer=_share_cores, initargs=(threads,)) as pool:
-            futures = {pool.submit(_grade_one, s, course, assignment, out, cell_timeout, timeout, memory_mb): s
-                       for s in todo}
+    if not todo:
+        return {"graded": [], "skipped": sorted(skipped), "csv": str(write_csv(subs, out))}
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=_pool_context(),
+                             initializer=_share_cores, initargs=(threads,)) as pool:
+        futures = {pool.submit(_grade_one, s, course, assignment, out, cell_timeout, timeout, memory_mb): s
+                   for s in todo}
+        # only now (the workers are forked): tqdm starts a monitor thread
+        with tqdm(total=len(todo), desc="grading", unit="nb", disable=not progress) as bar:
             for fut in as_completed(futures):
                 sub = futures[fut]
                 digest: str | None = digests[sub.key]
@@ -149,19 +151,34 @@ def autograde(folder: str | Path, course: Course | None = None, assignment: str 
                 graded.append(sub.key)
                 bar.set_postfix_str(f"{sub.key}: {result['score']:g}/{result['max_score']:g}")
                 bar.update()
-    bar.close()
     csv_path = write_csv(subs, out)
     return {"graded": sorted(graded), "skipped": sorted(skipped), "csv": str(csv_path)}
 
 
+def _pool_context() -> multiprocessing.context.BaseContext:
+    """How worker processes start: forked from this process when that is safe, else spawned.
+
+    A forked worker begins with PyTorch and the grader already imported (about 2 s of CPU that
+    each spawned worker spends again, on cores the kernels need). Forking is safe only while
+    this process runs no other Python thread (a lock held by one would stay held in the child),
+    which is how the CLI calls it; under a threaded caller (pytest-xdist), spawn.
+    """
+    if "fork" in multiprocessing.get_all_start_methods() and threading.active_count() == 1:
+        return multiprocessing.get_context("fork")
+    return multiprocessing.get_context("spawn")
+
+
 def _share_cores(threads: int) -> None:
-    """Give this worker's kernels ``threads`` compute threads (they inherit the environment).
+    """Give this worker and its kernels ``threads`` compute threads (kernels inherit the environment).
 
     Left alone, every kernel's torch starts one OpenMP thread per core, and two kernels on two
     cores then spin against each other: a batch ran 6× slower than grading one at a time.
     """
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(threads)
+    import torch  # already imported (a forked worker) or about to be: the trusted checks use it
+
+    torch.set_num_threads(threads)
 
 
 def write_csv(subs: list[Submission], out: Path) -> Path:

@@ -18,10 +18,13 @@ from __future__ import annotations
 import builtins
 import dataclasses
 import importlib
+import os
 import pickle
 import re
 import socket
+import tempfile
 import time
+import types
 from typing import Any, Callable
 
 import torch
@@ -117,6 +120,38 @@ class RemoteObject:
     def __repr__(self) -> str:
         return f"<{self._type} object in the submission>"
 
+    # --- what llm_course.checks.remote asks of the kernel (found on the class, never forwarded)
+    def grader_map(self, calls: list[tuple[tuple, dict]]) -> list:
+        """``[self(*a, **k) for a, k in calls]`` in one round trip."""
+        if calls and all(c is calls[0] for c in calls):  # one call n times: send it once
+            value = self._conn.request("map", self._id, calls=[calls[0]], repeat=len(calls))
+        else:
+            value = self._conn.request("map", self._id, calls=[(tuple(a), dict(k)) for a, k in calls])
+        if type(value) is not list or len(value) != len(calls):
+            raise wire.WireError("map returned the wrong number of results")
+        return value
+
+    def grader_rng(self, state: torch.Tensor | None = None) -> torch.Tensor:
+        """The kernel's global torch RNG state (set to ``state`` first, if given)."""
+        value = self._conn.request("rng", None, **({"value": state} if state is not None else {}))
+        if not isinstance(value, torch.Tensor) or value.dtype != torch.uint8 or value.dim() != 1:
+            raise wire.WireError("the RNG state is not a uint8 vector")
+        return value
+
+    def grader_same(self, given: Any) -> bool:
+        """Is this the kernel's copy of ``given``, an object the grader sent it by value?"""
+        handle = self._conn.kernel_copies.get(id(given), (None, None))[1]
+        return handle is not None and self._conn.request("same", self._id, other=handle) is True
+
+    def grader_tempdir(self) -> "tempfile.TemporaryDirectory[str]":
+        """A temporary folder the kernel sees at the same path (it has its own /tmp): in the
+        folder holding our socket, the kernel's working folder. Made here, not named by it."""
+        return tempfile.TemporaryDirectory(prefix=".grader-", dir=self._conn.shared_dir)
+
+    def grader_call_failing_save(self, *args: Any, **kwargs: Any) -> Any:
+        """Call it while ``torch.save`` crashes part-way (the worker installs the crash)."""
+        return self._conn.request("call", self._id, args=args, kwargs=kwargs, failsave=True)
+
 
 _REMOTE_TYPES: dict[tuple[str, type | None], type] = {}
 
@@ -177,14 +212,33 @@ class Connection:
     def __init__(self, sock: socket.socket, deadline: float, interrupt: Callable[[], None],
                  withheld: frozenset[str] = frozenset()):
         self.sock = sock
+        try:  # our socket's folder (the grader bound it there): the kernel's working folder
+            self.shared_dir: str | None = os.path.dirname(sock.getsockname()) or None
+        except (OSError, TypeError):
+            self.shared_dir = None
+        # one torch thread while we take turns with the kernel (see rpc_worker.serve); restored by close()
+        self._threads = torch.get_num_threads()
+        torch.set_num_threads(1)
         self.withheld = withheld  # "llm_course.module:Name" whose code the kernel does not have
         self.deadline = deadline
         self.interrupt = interrupt
         self.dead = ""
         self.limit_hit = ""
+        # the limit is on the kernel's time: seconds spent here (references, comparisons,
+        # callbacks) are the grader's, not the learner's
+        self.budget = deadline - time.monotonic()
+        self.kernel_s = 0.0
+        # grader objects sent by value: id -> (object, handle of its latest copy in the kernel)
+        self.kernel_copies: dict[int, tuple[Any, int]] = {}
+        # containers given to a call that returned a generator, which may still fill them
+        self.live: dict[int, list[Any]] = {}
+        self._blobs_out: list[bytes] = []
+        self._generators: list[torch.Generator] = []
+        self._gen_nodes: dict[int, dict] = {}
         self.anchor = torch.zeros((), requires_grad=True)
         self.calls: dict[int, list[torch.Tensor]] = {}
         self.callbacks: list[Callable[..., Any]] = []
+        self._readable: set[int] = set()  # callbacks whose attributes the kernel may read (gobj)
         # copies of the kernel's parameters/buffers: (tensor, its state when it arrived, kernel handle)
         self.copies: list[tuple[torch.Tensor, tuple, int]] = []
 
@@ -200,7 +254,8 @@ class Connection:
         objs: list[Any] = []
         sent: list[torch.Tensor] = []
         req: dict[str, Any] = {"op": op, "id": handle}
-        for key in ("args", "kwargs", "value", "key"):
+        self._gen_nodes = {}
+        for key in ("args", "kwargs", "value", "key", "calls"):
             if key in fields:
                 value = fields[key]
                 if key == "args":
@@ -209,6 +264,12 @@ class Connection:
                                        lambda t, node: sent.append(t))
         if "name" in fields:
             req["name"] = str(fields["name"])
+        if type(fields.get("other")) is int:
+            req["other"] = fields["other"]
+        if type(fields.get("repeat")) is int:
+            req["repeat"] = fields["repeat"]
+        if fields.get("failsave") is True:
+            req["failsave"] = True
         if objs:
             try:  # the grader's own objects (models, closures): the kernel may unpickle them
                 blobs.append(self._pickle(objs))
@@ -219,12 +280,22 @@ class Connection:
                      for o in objs]
             req["objgrads"] = wire.encode(grads, blobs, self._refuse)
         reply, rblobs = self._roundtrip(req, blobs)
+        if "live" in reply:  # even after an error: a generator may fill them up to its end
+            self._apply_live(self._decode(reply["live"], rblobs, None))
         if not reply.get("ok"):
             info = reply.get("error")
             raise _remote_exception(info if isinstance(info, dict) else {})
+        given = [*fields.get("args", ()), *fields.get("kwargs", {}).values()]
         if op == "call" and "containers" in reply:
-            self._apply_containers(self._decode(reply["containers"], rblobs, None),
-                                   [*fields.get("args", ()), *fields.get("kwargs", {}).values()])
+            self._apply_containers(self._decode(reply["containers"], rblobs, None), given)
+        if op == "call" and type(reply.get("live_id")) is int:
+            self.live = {k: v for k, v in list(self.live.items())[-3:]}  # as many as the kernel keeps
+            self.live[reply["live_id"]] = given
+        refs = reply.get("objrefs")
+        if type(refs) is list and len(refs) == len(objs):
+            for obj, ref in zip(objs, refs):
+                if type(ref) is int:
+                    self.kernel_copies[id(obj)] = (obj, ref)  # (the object is kept alive: ids stay unique)
         call_id = reply.get("call")
         if type(call_id) is int:
             self.calls[call_id] = sent
@@ -259,8 +330,16 @@ class Connection:
             except Exception:
                 pass
         self.sock.close()
+        torch.set_num_threads(self._threads)
 
     # --- internals -----------------------------------------------------------------------
+    def _apply_live(self, live: Any) -> None:
+        if type(live) is not dict:
+            raise wire.WireError("malformed live containers")
+        for key, new in live.items():
+            if key in self.live:
+                _apply_containers_impl(new, self.live[key])
+
     @staticmethod
     def _apply_containers(new: Any, originals: list[Any]) -> None:
         """Copy back what the call did to the dicts/lists it was given (they went by value)."""
@@ -286,21 +365,24 @@ class Connection:
     def _roundtrip(self, req: dict, blobs: list[bytes]) -> tuple[dict, list[bytes]]:
         if self.dead:
             raise GradingLimit(self.dead)
-        left = self.deadline - time.monotonic()
-        if left <= 0:
+        if self.budget - self.kernel_s <= 0:
             self.limit_hit = self.limit_hit or "ran past the time limit for this cell"
             raise GradingLimit(self.limit_hit)
+        start = time.monotonic()
         try:
-            self.sock.settimeout(left)
+            self.sock.settimeout(max(0.01, self.budget - self.kernel_s))
             wire.send(self.sock, req, blobs)
             while True:
-                self.sock.settimeout(max(0.01, self.deadline - time.monotonic()))
+                self.sock.settimeout(max(0.01, self.budget - self.kernel_s - (time.monotonic() - start)))
                 reply, rblobs = wire.recv(self.sock)
                 if reply.get("op") != "callback":
+                    self.kernel_s += time.monotonic() - start
                     return reply, rblobs
-                self._serve_callback(reply, rblobs)
+                self.kernel_s += time.monotonic() - start
+                self._serve_callback(reply, rblobs)  # our time, not the kernel's
+                start = time.monotonic()
         except socket.timeout:
-            pass
+            self.kernel_s += time.monotonic() - start
         except (ConnectionError, OSError, wire.WireError, ValueError) as e:
             self.dead = f"the kernel stopped answering ({type(e).__name__}: it crashed, exited or broke the protocol)"
             raise GradingLimit(self.dead) from None
@@ -321,12 +403,26 @@ class Connection:
                 raise TypeError("a RemoteObject from another session")
             return {"t": "ref", "id": object.__getattribute__(obj, "_id")}
         if isinstance(obj, torch.Generator) and obj.device.type == "cpu":
-            # by value, as its state (cheaper than pickling); the kernel's draws are synced back
-            self._generators.append(obj)
-            blobs: list[bytes] = self._blobs_out
-            return {"t": "generator", "state": wire.encode_tensor(obj.get_state(), blobs)}
+            # by value, as its state (cheaper than pickling); the kernel's draws are synced back.
+            # Sent once per request however often it appears: one object there too
+            if id(obj) not in self._gen_nodes:
+                self._generators.append(obj)
+                self._gen_nodes[id(obj)] = {"t": "generator",
+                                            "state": wire.encode_tensor(obj.get_state(), self._blobs_out)}
+            return self._gen_nodes[id(obj)]
         if isinstance(obj, torch.nn.Module) and self._withheld_class(obj):
             return {"t": "gmod", "id": self._grader_module(obj), "training": obj.training}
+        if self._withheld_class(obj):
+            # an instance of a reference class the kernel cannot run (the KVCache a case passes
+            # in): it stays here; the kernel's stand-in reads attributes and calls methods back
+            self.callbacks.append(obj)
+            self._readable.add(len(self.callbacks) - 1)
+            return {"t": "gobj", "id": len(self.callbacks) - 1}
+        if isinstance(obj, types.GeneratorType):
+            # a case's source of pieces: the kernel pulls each item from here, so the case
+            # sees how far the learner's code read it
+            self.callbacks.append(obj.__next__)
+            return {"t": "giter", "id": len(self.callbacks) - 1}
         if callable(obj) and not isinstance(obj, (type, torch.nn.Module)):
             # a case's helper (a model's prob function...) runs here when the learner calls it:
             # the reference code it may use is withheld in the kernel
@@ -364,6 +460,9 @@ class Connection:
         """The learner's code called one of our functions: run it here, send the result back."""
         out: list[bytes] = []
         objs: list[Any] = []
+        # the reply is a message of its own: its generators and blobs are not the request's
+        saved = self._blobs_out, self._generators, self._gen_nodes
+        self._blobs_out, self._generators, self._gen_nodes = out, [], {}
         try:
             fn = self.callbacks[req["id"]] if type(req.get("id")) is int else None
             if fn is None:
@@ -374,6 +473,11 @@ class Connection:
             if req.get("method") == "train" and isinstance(fn, torch.nn.Module):
                 fn.train(bool(args[0]) if args else True)
                 value = None
+            elif req.get("method") == "getattr":  # only of a withheld object's stand-in
+                if req["id"] not in self._readable or len(args) != 1 or type(args[0]) is not str \
+                        or args[0].startswith("_"):
+                    raise AttributeError(str(args[0])[:60] if args else "")
+                value = getattr(fn, args[0])
             else:
                 value = fn(*args, **kwargs)
             reply: dict[str, Any] = {"ok": True, "value": wire.encode(value, out, lambda o: self._outgoing(o, objs))}
@@ -385,6 +489,8 @@ class Connection:
         except Exception as err:
             out = []
             reply = {"ok": False, "error": {"type": type(err).__name__, "message": str(err)[:2000]}}
+        finally:
+            self._blobs_out, self._generators, self._gen_nodes = saved
         wire.send(self.sock, reply, out)
 
     @staticmethod

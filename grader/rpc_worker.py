@@ -31,6 +31,34 @@ class _GraderFunction:
         return self._worker.callback(self._handle, args, kwargs)
 
 
+class _GraderObject:
+    """An instance of a withheld class (the reference KVCache) that stays in the grader:
+    reading an attribute asks the grader; a method comes back as a _GraderFunction."""
+
+    def __init__(self, worker, handle):
+        object.__setattr__(self, "_worker", worker)
+        object.__setattr__(self, "_handle", handle)
+
+    def __getattr__(self, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return self._worker.callback(self._handle, (name,), {}, method="getattr")
+
+
+class _GraderIterator:
+    """An iterator of the grader's (a case's source of pieces): each next() asks the grader,
+    so the grader sees how far the learner's code has read it."""
+
+    def __init__(self, worker, handle):
+        self._worker, self._handle = worker, handle
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return self._worker.callback(self._handle, (), {})
+
+
 class _GraderModule(torch.nn.Module):
     """A reference layer that stays in the grader (its code is withheld here): forward calls back."""
 
@@ -56,6 +84,9 @@ class _Worker:
         self.calls = {}  # call id -> the tensors its arguments held (for backward)
         self.counter = 0
         self._op = ""
+        # containers (dicts/lists) given to a call that returned a generator: the generator may
+        # still change them, so their state goes back with every reply (id -> containers)
+        self.live = {}
 
     def ref(self, obj):
         self.counter += 1
@@ -110,11 +141,19 @@ class _Worker:
                 return _GraderFunction(self, n["id"])
             if n.get("t") == "gmod":
                 return _GraderModule(self, n["id"], bool(n.get("training")))
+            if n.get("t") == "gobj":
+                return _GraderObject(self, n["id"])
+            if n.get("t") == "giter":
+                return _GraderIterator(self, n["id"])
             if n.get("t") == "generator":
-                gen = torch.Generator()
-                gen.set_state(decode_tensor(n["state"], blobs))  # not an argument tensor: not in `seen`
-                self._generators.append(gen)
-                return gen
+                # one generator per state blob: an argument repeated across the calls of a
+                # "map" request is one object here too, as it is in the grader
+                gens, key = self._generators, (id(blobs), n["state"]["b"])
+                if key not in gens:
+                    gen = torch.Generator()
+                    gen.set_state(decode_tensor(n["state"], blobs))  # not an argument tensor: not in `seen`
+                    gens[key] = gen
+                return gens[key]
             raise ValueError(f"unknown tag {n.get('t')!r}")
 
         def on_tensor(t, n):
@@ -147,6 +186,12 @@ class _Worker:
                                                            "message": "interrupted", "where": ""}}, []
             except BaseException as err:  # the learner's exception (SystemExit too) is an answer
                 reply, out_blobs = _error(err), []
+            if self.live and req.get("op") not in ("writeback", "backward"):
+                try:
+                    self._op = "sync"
+                    reply["live"] = self.out(self.live, out_blobs)
+                except Exception:
+                    pass
             try:
                 send(self.sock, reply, out_blobs)
             except Exception as err:  # e.g. an unencodable value: say so instead of hanging
@@ -171,8 +216,9 @@ class _Worker:
 
     def handle(self, req, blobs):
         out_blobs = []
+        live_id = None
         op = self._op = req["op"]
-        self._generators = generators = []
+        self._generators = gens = {}
         objs = self.unpickle(blobs[req["objs"]]) if req.get("objs") is not None else []
         seen = []
         for obj, grads in zip(objs, self.inp(req.get("objgrads"), blobs, objs, []) or []):
@@ -186,9 +232,31 @@ class _Worker:
         elif op == "call":
             args = self.inp(req["args"], blobs, objs, seen)
             kwargs = self.inp(req["kwargs"], blobs, objs, seen)
-            value = self.objs[req["id"]](*args, **kwargs)
+            if req.get("failsave") is True:  # the case simulates a crash inside torch.save
+                from llm_course.checks.remote import failing_torch_save
+                with failing_torch_save():
+                    value = self.objs[req["id"]](*args, **kwargs)
+            else:
+                value = self.objs[req["id"]](*args, **kwargs)
             # dicts/lists passed in may be filled in by the call (usage["tokens"] += 1): send them back
             containers = [a if type(a) in (dict, list) else None for a in (*args, *kwargs.values())]
+            if type(value).__name__ == "generator" and any(c is not None for c in containers):
+                self.counter += 1
+                self.live = {k: v for k, v in list(self.live.items())[-3:]}  # the last few suffice
+                self.live[self.counter] = containers
+                live_id = self.counter
+        elif op == "map":  # many calls in one request (a case drawing thousands of samples)
+            fn, value = self.objs[req["id"]], []
+            # arguments by value: each call decodes its own copies (a generator stays one object);
+            # "repeat" sends one call to make n times
+            for _ in range(req["repeat"] if type(req.get("repeat")) is int else 1):
+                value += [fn(*a, **k) for a, k in self.inp(req["calls"], blobs, objs, [])]
+        elif op == "rng":  # torch's global RNG state (a checkpoint saves and restores it)
+            if req.get("value") is not None:
+                torch.set_rng_state(self.inp(req["value"], blobs, objs, seen))
+            value = torch.get_rng_state()
+        elif op == "same":  # is this object the very one we received as an argument?
+            value = self.objs[req["id"]] is self.objs[req["other"]]
         elif op == "getattr":
             value = getattr(self.objs[req["id"]], req["name"])
         elif op == "setattr":
@@ -215,9 +283,15 @@ class _Worker:
         else:
             raise ValueError(f"unknown op {op!r}")
         reply = {"ok": True, "value": self.out(_materialise(value), out_blobs)}
+        if op == "call" and live_id is not None:
+            reply["live_id"] = live_id
+        if objs:  # where the grader's objects are now, for "same"
+            self._op = "sync"
+            reply["objrefs"] = [self.ref(o) for o in objs]
         if op == "call" and any(c is not None for c in containers):
             self._op = "sync"
             reply["containers"] = self.out(containers, out_blobs)
+        generators = list(gens.values())
         if seen or objs or generators:
             self.counter += 1
             self.calls[self.counter] = [t for t, _ in seen]
@@ -278,7 +352,12 @@ def _error(err):
 def serve(path, namespace):
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.connect(path)
+    # one thread while serving: the grader and this kernel take turns on tiny ops, and idle
+    # intra-op threads spinning in one process starve the other (10x slower on 2 cores)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     try:
         _Worker(namespace, sock).loop()
     finally:
+        torch.set_num_threads(threads)
         sock.close()

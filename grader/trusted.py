@@ -22,20 +22,11 @@ from .rpc import Connection
 
 #: Pieces still judged inside the learner's kernel (the old, foolable way), with why. Their
 #: reference implementations are not withheld in the sandbox (the in-kernel check needs them).
-IN_KERNEL: dict[str, str] = {
-    "09.save_checkpoint": "compares torch's global RNG state and simulates a crash inside torch.save: "
-                          "process-wide state that calls by value cannot carry",
-    "09.load_checkpoint": "checks that torch's global RNG state was restored (process-wide state)",
-    "09.train_step": "several optimizer steps, each sending the model and optimizer by value: too slow "
-                     "for the cell time limit on a busy machine",
-    "11.accumulate": "many backward passes through a model sent by value: too slow for the cell time limit "
-                     "on a busy machine",
-    "10.lora": "checks that the layer keeps the very nn.Linear it was given (object identity)",
-    "02.sample": "thousands of calls per case: over the RPC this exceeds the cell time limit on a busy machine",
-    "12.cached_forward": "passes the reference KVCache (withheld in the sandbox; not an nn.Module) into the call",
-    "12.generate_cached": "hundreds of model calls per case through the RPC: too slow for the cell time limit",
-    "15.sse": "the learner's generator fills the caller's usage dict lazily, after the call returned",
-}
+#: Empty: every piece's cases now run here. What used to keep one in the kernel is served by
+#: the worker (``rpc_worker.py``): many calls in one request, torch's global RNG state, a
+#: crash inside torch.save, "is this the object we sent", generators that fill a caller's
+#: dict lazily, withheld reference objects (a KVCache) that stay in the grader.
+IN_KERNEL: dict[str, str] = {}
 
 
 @dataclass(frozen=True)

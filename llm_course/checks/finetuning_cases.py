@@ -8,6 +8,7 @@ from torch import Tensor, nn
 
 from llm_course import finetuning as ref
 from llm_course.checks.engine import Case, Reason, compare_tensor, piece, randn
+from llm_course.checks.remote import same_object
 
 # --- 10.lora -----------------------------------------------------------------------------------
 
@@ -59,7 +60,7 @@ def _init_case(name: str, gen: torch.Generator, d_in: int, d_out: int, r: int, a
             return reason
         if torch.count_nonzero(a.detach()) == 0:
             return "lora_A is all zeros: A starts random (Kaiming), only B starts at zero — else no gradient reaches B"
-        if getattr(layer, "base", None) is not base:
+        if not same_object(getattr(layer, "base", None), base):
             return "self.base should be the nn.Linear that was passed in"
         reason = compare_tensor(layer(x), expected, "the output at initialisation", atol=1e-6)
         if reason:
@@ -69,6 +70,7 @@ def _init_case(name: str, gen: torch.Generator, d_in: int, d_out: int, r: int, a
         if not (a.requires_grad and b.requires_grad):
             return "lora_A and lora_B must be trainable (requires_grad=True)"
         layer(x).pow(2).sum().backward()
+        a, b, _ = _lora_params(layer, r, d_in, d_out)  # read again: a layer in another process sends copies
         if a.grad is None or b.grad is None:
             return "no gradient reached lora_A or lora_B: use them in forward without .detach() or torch.no_grad()"
         return None
@@ -93,6 +95,12 @@ def _with_random_lora(gen: torch.Generator, cls, base: nn.Linear, r: int, alpha:
         reference.lora_A.copy_(a)
         reference.lora_B.copy_(b)
     return layer, reference, None
+
+
+def _wrapped_weight(layer: nn.Module, base: nn.Linear) -> Tensor:
+    """base.weight as the layer holds it now (the init case checks that layer.base is base; a
+    layer in another process holds a copy of ours, which merge() changes, not ours)."""
+    return getattr(layer, "base", base).weight.detach()
 
 
 def _copy_linear(base: nn.Linear) -> nn.Linear:
@@ -144,7 +152,7 @@ def _merge_case(name: str, gen: torch.Generator, d_in: int, d_out: int, r: int, 
         layer.merge()
         if getattr(layer, "merged", None) is not True:
             return "after merge() self.merged should be True"
-        reason = compare_tensor(base.weight.detach(), w0 + reference.scale * delta, "base.weight after merge()",
+        reason = compare_tensor(_wrapped_weight(layer, base), w0 + reference.scale * delta, "base.weight after merge()",
                                 atol=1e-4, known_mistakes=[
                                     ("merge() added B·A without the alpha/r scale", w0 + delta),
                                     ("merge() added the update with scale r/alpha; the scale is alpha/r",
@@ -160,7 +168,7 @@ def _merge_case(name: str, gen: torch.Generator, d_in: int, d_out: int, r: int, 
         layer.unmerge()
         if getattr(layer, "merged", None) is not False:
             return "after unmerge() self.merged should be False"
-        reason = compare_tensor(base.weight.detach(), w0, "base.weight after merge() then unmerge()", atol=1e-5)
+        reason = compare_tensor(_wrapped_weight(layer, base), w0, "base.weight after merge() then unmerge()", atol=1e-5)
         if reason:
             return reason + " — unmerge() must subtract exactly what merge() added"
         return compare_tensor(layer(x), before, "the output after merge() then unmerge()", atol=1e-4)

@@ -13,6 +13,7 @@ from torch import Tensor
 
 from llm_course import ngram as ref
 from llm_course.checks.engine import Case, Reason, compare_tensor, piece
+from llm_course.checks.remote import call_many
 
 BOS, EOS = ref.BOS, ref.EOS
 
@@ -383,7 +384,10 @@ def temperature_cases(gen: torch.Generator, extended: bool) -> list[Case]:
 
 def _draws(fn, probs: Tensor, T: float, n: int, seed: int) -> list:
     g = torch.Generator().manual_seed(seed)
-    return [fn(probs.clone(), T, g) for _ in range(n)]
+    # n calls, each with its own copy of probs; one round trip when fn lives in another
+    # process (see checks.remote)
+    call = ((probs, T, g), {})
+    return call_many(fn, [call] * n)
 
 
 def _frequencies(draws: list[int], V: int) -> Tensor:

@@ -178,7 +178,9 @@ def sse_cases(gen: torch.Generator, extended: bool) -> list[Case]:
     def lazy(desc: str, pieces: list[str]) -> Case:
         def run(fn) -> Reason:
             source = _Source(pieces)
-            events = fn(source, _completion_chunk, {"completion_tokens": 0})
+            # a generator: a stand-in for fn pulls each piece from here (checks.remote), so
+            # source.read counts what the learner's code really read
+            events = fn(iter(source), _completion_chunk, {"completion_tokens": 0})
             if isinstance(events, (list, tuple, str)):
                 return ("returned every event at once: yield each event as soon as its piece arrives "
                         "(a generator), or the client sees nothing until the end")

@@ -4,9 +4,7 @@
 from __future__ import annotations
 
 import math
-import os
 import tempfile
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +14,8 @@ from torch import Tensor
 from llm_course import textdata as tdref
 from llm_course import training as ref
 from llm_course.checks.engine import Case, Reason, compare_tensor, piece
+from llm_course.checks.remote import (call_with_failing_save, global_rng_state, set_global_rng_state,
+                                      shared_tempdir)
 from llm_course.transformer import DecoderOnly, ModelConfig
 
 # --- 09.get_batch ---------------------------------------------------------------------------
@@ -282,30 +282,13 @@ def _compare_restored(model, opt, ref_model, ref_opt) -> Reason:
     return None
 
 
-@contextmanager
-def _crashing_torch_save():
-    """torch.save that writes half a file, then fails — a crash in the middle of writing."""
-    real = torch.save
-
-    def crash(obj, f, *args, **kwargs):
-        if isinstance(f, (str, os.PathLike)):
-            Path(f).write_bytes(b"half a checkpoint")
-        else:
-            f.write(b"half a checkpoint")
-        raise OSError("simulated crash while writing")
-
-    torch.save = crash
-    try:
-        yield
-    finally:
-        torch.save = real
-
-
 def _save_roundtrip_case(name: str, seed: int, step: int, extra: dict | None) -> Case:
     def run(fn) -> Reason:
         model, opt = _trained_pair(seed)
-        with tempfile.TemporaryDirectory() as d:
+        with shared_tempdir(fn) as d:
             path = Path(d) / "ckpt.pt"
+            # where fn runs, torch's RNG gets our state: the file must hold exactly that one
+            set_global_rng_state(fn, torch.get_rng_state())
             fn(path, model, opt, step, extra) if extra is not None else fn(path, model, opt, step)
             after_save = torch.rand(4)
             if not path.is_file():
@@ -342,17 +325,16 @@ def _save_roundtrip_case(name: str, seed: int, step: int, extra: dict | None) ->
 def _atomic_case(name: str, seed: int) -> Case:
     def run(fn) -> Reason:
         model, opt = _trained_pair(seed)
-        with tempfile.TemporaryDirectory() as d:
+        with shared_tempdir(fn) as d:
             path = Path(d) / "ckpt.pt"
             ref.save_checkpoint(path, model, opt, 1)
             good = path.read_bytes()
-            with _crashing_torch_save():
-                try:
-                    fn(path, model, opt, 2)
-                except OSError:
-                    pass
-                else:
-                    return "a failing torch.save must not be swallowed: let the error propagate"
+            try:
+                call_with_failing_save(fn, path, model, opt, 2)
+            except OSError:
+                pass
+            else:
+                return "a failing torch.save must not be swallowed: let the error propagate"
             if not path.is_file() or path.read_bytes() != good:
                 return ("not atomic: a crash during the write destroyed the previous checkpoint — write to a "
                         "temporary file in the same folder, then os.replace it onto the path")
@@ -377,13 +359,15 @@ def save_cases(gen: torch.Generator, extended: bool) -> list[Case]:
 def _load_case(name: str, seed: int, with_optimizer: bool) -> Case:
     def run(fn) -> Reason:
         model, opt = _trained_pair(seed)
-        with tempfile.TemporaryDirectory() as d:
+        with shared_tempdir(fn) as d:
             path = ref.save_checkpoint(Path(d) / "ckpt.pt", model, opt, 11, {"k": 1})
-            after_save = torch.rand(4)
+            saved_rng = torch.load(path, weights_only=True)["rng"]["torch"]
+            torch.rand(4)  # move on from the saved state, where fn runs too
+            set_global_rng_state(fn, torch.get_rng_state())
             fresh = _tiny_lm(seed + 1)
             fresh_opt = torch.optim.AdamW(fresh.parameters(), lr=1e-2) if with_optimizer else None
             state = fn(path, fresh, fresh_opt) if with_optimizer else fn(path, fresh)
-            if not torch.equal(torch.rand(4), after_save):
+            if not torch.equal(global_rng_state(fn), saved_rng):
                 return "torch's RNG state was not restored (torch.set_rng_state): dropout would differ after resuming"
             if not isinstance(state, dict) or state.get("step") != 11 or state.get("extra") != {"k": 1}:
                 return "should return the checkpoint dict (with its 'step' and 'extra')"
@@ -395,7 +379,7 @@ def _load_case(name: str, seed: int, with_optimizer: bool) -> Case:
 def _load_error_case(name: str, seed: int, problem: str) -> Case:
     def run(fn) -> Reason:
         model, opt = _trained_pair(seed)
-        with tempfile.TemporaryDirectory() as d:
+        with shared_tempdir(fn) as d:
             path = ref.save_checkpoint(Path(d) / "ckpt.pt", model, opt, 3)
             target, other = path, _tiny_lm(seed)
             if problem == "truncated":
