@@ -86,20 +86,28 @@ class Report:
     __repr__ = __str__
 
     def _repr_html_(self) -> str:
-        rows = "".join(
-            f"<tr><td>{html.escape(r.name)}</td>"
-            f"<td style='text-align:center'>{'✅' if r.passed else '❌'}</td>"
-            f"<td>{html.escape(r.reason)}</td></tr>"
-            for r in self.results
-        )
-        colour = "#1a7f37" if self.passed else "#cf222e"
         verdict = "all cases passed" if self.passed else f"{self.n_passed}/{len(self.results)} cases passed"
-        return (
-            f"<div class='llm-course-check'><b>{html.escape(self.piece)}</b> — {html.escape(self.title)}: "
-            f"<span style='color:{colour}'><b>{verdict}</b></span>"
-            "<table><thead><tr><th>case</th><th>passed</th><th>why not</th></tr></thead>"
-            f"<tbody>{rows}</tbody></table></div>"
-        )
+        heading = (f"<b>{html.escape(self.piece)}</b> — {html.escape(self.title)}: "
+                   f"<span style='color:{verdict_colour(self.passed)}'><b>{verdict}</b></span>")
+        rows = [[html.escape(r.name), "✅" if r.passed else "❌", html.escape(r.reason)] for r in self.results]
+        return html_table("llm-course-check", heading, ["case", "passed", "why not"], rows, centred={1})
+
+
+def verdict_colour(passed: bool) -> str:
+    return "#1a7f37" if passed else "#cf222e"
+
+
+def html_table(css_class: str, heading: str, headers: list[str], rows: list[list[str]],
+               centred: set[int] = frozenset()) -> str:
+    """A report as notebooks show it: ``heading`` over a table. Cells are HTML, already escaped;
+    the columns numbered in ``centred`` are centred (marks and counts)."""
+    def cell(i: int, value: str) -> str:
+        return f"<td style='text-align:center'>{value}</td>" if i in centred else f"<td>{value}</td>"
+
+    body = "".join("<tr>" + "".join(cell(i, v) for i, v in enumerate(row)) + "</tr>" for row in rows)
+    head = "".join(f"<th>{h}</th>" for h in headers)
+    return (f"<div class='{css_class}'>{heading}"
+            f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>")
 
 
 PIECES: dict[str, Piece] = {}

@@ -20,7 +20,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from llm_course.checks.engine import PIECES, _load_case_modules, check
+from llm_course.checks.engine import PIECES, _load_case_modules, check, html_table, verdict_colour
 
 NOT_IMPLEMENTED = "not implemented yet"  # how the engine words a NotImplementedError
 
@@ -80,20 +80,11 @@ class Progress:
     __repr__ = __str__
 
     def _repr_html_(self) -> str:
-        rows = "".join(
-            f"<tr><td>{'✅' if r.status == 'done' else '❌'}</td>"
-            f"<td><code>{html.escape(r.piece)}</code></td><td>{html.escape(r.title)}</td>"
-            f"<td style='text-align:center'>{r.passed} / {r.total}</td>"
-            f"<td>{html.escape(r.hint)}</td></tr>"
-            for r in self.rows
-        )
-        colour = "#1a7f37" if self else "#cf222e"
-        return (
-            f"<div class='llm-course-progress'><b style='color:{colour}'>"
-            f"{html.escape(self.headline())}</b>"
-            "<table><thead><tr><th></th><th>piece</th><th>what</th><th>cases passed</th>"
-            f"<th>next step</th></tr></thead><tbody>{rows}</tbody></table></div>"
-        )
+        heading = f"<b style='color:{verdict_colour(bool(self))}'>{html.escape(self.headline())}</b>"
+        rows = [["✅" if r.status == "done" else "❌", f"<code>{html.escape(r.piece)}</code>", html.escape(r.title),
+                 f"{r.passed} / {r.total}", html.escape(r.hint)] for r in self.rows]
+        return html_table("llm-course-progress", heading, ["", "piece", "what", "cases passed", "next step"],
+                          rows, centred={3})
 
 
 def progress(pieces: Sequence[tuple[str, str, str]], namespace: Mapping[str, Any]) -> Progress:
